@@ -18,6 +18,10 @@ export interface PatientPolicyInputs {
   /** Practitioner / PractitionerRole references with a care relationship to the patient
    * (generalPractitioner, active CareTeam participant, Encounter participant). */
   readonly careRelationships: readonly string[];
+  /** Resource named by a consent provision's `data` (meaning `related`) → the references it contains
+   * (SPEC §4.1 `related`: that resource and what it references). Optional: without it `related`
+   * covers only the named resource. */
+  readonly dataReferences?: Readonly<Record<string, readonly string[]>>;
 }
 
 /** The requester, resolved: every reference and identifier under which a rule may name them. */
@@ -46,7 +50,11 @@ export type RuleLayer =
   | 'harm-determination'
   | 'part2'
   | 'implicit-policy'
-  | 'break-the-glass';
+  | 'break-the-glass'
+  /** SMART scopes or patient context (decided by enforcement, recorded in the same trace shape). */
+  | 'scope'
+  /** Data that is not about a patient, or audit records governed by auditor scopes. */
+  | 'not-patient-data';
 
 /** One rule that mattered (or was ignored) for a decision. No patient data: ids, codes and fixed wording only. */
 export interface TraceEntry {

@@ -1,0 +1,180 @@
+// How a Consent is read (SPEC §4.1): status, scope, base decision, R4 vs R5 provision semantics,
+// root period. Shared by compile() and $consent-enforcement-status so both say the same thing.
+import type { Consent, Period } from '@medplum/fhirtypes';
+import type { DecisionPolicy } from '../config/policy.ts';
+import { CONSENT_SCOPE, DG_CODES, R5_CONSENT_DECISION } from '../fhir/systems.ts';
+import { dateHigh, dateLow } from './resource-facts.ts';
+import type { EnforcementStatus } from './types.ts';
+import { isR5Consent, validatePolicyResource } from './validate.ts';
+
+type Json = Record<string, unknown>;
+export type Effect = 'permit' | 'deny';
+
+/** One provision with its effect resolved (R4: as written; R5: the reverse of its parent). */
+export interface ProvisionShape {
+  readonly element: Json;
+  readonly path: string;
+  readonly effect: Effect;
+  readonly children: readonly ProvisionShape[];
+}
+
+export interface ConsentShape {
+  readonly root: ProvisionShape;
+  readonly r5: boolean;
+  /** Where the base decision came from, for the trace. */
+  readonly baseFrom: string;
+}
+
+const scopeCodes = new Set(['patient-privacy', 'research', 'treatment', 'adr']);
+
+/** SPEC §4.2: a Consent whose category carries DG#legal-restriction. */
+export function isLegalRestriction(consent: Consent): boolean {
+  return (consent.category ?? []).some((cc) =>
+    (cc.coding ?? []).some((c) => c.system === DG_CODES && c.code === 'legal-restriction'),
+  );
+}
+
+/** Consent scope codes: R4 `scope`; R5 has none, so a consentscope code in `category`, else R5 → patient-privacy. */
+export function consentScopeCodes(consent: Consent): string[] {
+  const fromScope = (consent.scope?.coding ?? []).map((c) => c.code).filter((c): c is string => !!c);
+  if (fromScope.length > 0) return fromScope;
+  const fromCategory = (consent.category ?? [])
+    .flatMap((cc) => cc.coding ?? [])
+    .filter((c) => c.system === CONSENT_SCOPE || (c.system === undefined && scopeCodes.has(c.code ?? '')))
+    .map((c) => c.code)
+    .filter((c): c is string => !!c);
+  if (fromCategory.length > 0) return fromCategory;
+  return isR5Consent(consent) ? ['patient-privacy'] : [];
+}
+
+/** Root period: R4 provision.period, R5 Consent.period. */
+export function rootPeriod(consent: Consent): Period | undefined {
+  const r = consent as unknown as Json;
+  const provision = r.provision;
+  if (provision && !Array.isArray(provision) && (provision as Json).period) return (provision as Json).period as Period;
+  return r.period as Period | undefined;
+}
+
+/** Does the period contain `now` (bounds inclusive, at their own precision)? */
+export function periodContains(period: Period | undefined, now: number): boolean {
+  if (!period) return true;
+  if (period.start && !(dateLow(period.start) <= now)) return false;
+  if (period.end && !(now <= dateHigh(period.end))) return false;
+  return true;
+}
+
+function r5Decision(consent: Consent): Effect | undefined {
+  const r = consent as unknown as Json;
+  if (r.decision === 'permit' || r.decision === 'deny') return r.decision;
+  const ext = (consent.extension ?? []).find((e) => e.url === R5_CONSENT_DECISION);
+  return ext?.valueCode === 'permit' || ext?.valueCode === 'deny' ? ext.valueCode : undefined;
+}
+
+function policyRuleDecision(consent: Consent): Effect | undefined {
+  for (const c of consent.policyRule?.coding ?? []) {
+    if (c.code === 'OPTIN') return 'permit';
+    if (c.code === 'OPTOUT') return 'deny';
+  }
+  return undefined;
+}
+
+const reverse = (e: Effect): Effect => (e === 'permit' ? 'deny' : 'permit');
+
+/** Resolve base decision and provision effects, or say why the consent is not computable. */
+export function readConsentShape(consent: Consent): { ok: true; shape: ConsentShape } | { ok: false; reason: string } {
+  const r = consent as unknown as Json;
+  const provision = r.provision;
+  if (Array.isArray(provision)) {
+    // R5: Consent.decision is the base, each top-level provision an exception that reverses it.
+    const decision = r5Decision(consent);
+    if (!decision) return { ok: false, reason: 'R5 consent without decision: no computable base decision' };
+    const root: ProvisionShape = {
+      element: {},
+      path: 'Consent',
+      effect: decision,
+      children: (provision as Json[]).map((p, i) => r5Tree(p, `provision[${i}]`, reverse(decision))),
+    };
+    return { ok: true, shape: { root, r5: true, baseFrom: `decision ${decision}` } };
+  }
+  const element = (provision as Json | undefined) ?? {};
+  const rootType = element.type === 'permit' || element.type === 'deny' ? (element.type as Effect) : undefined;
+  if (rootType) {
+    const tree = r4Tree(element, 'provision', rootType);
+    return tree.ok ? { ok: true, shape: { root: tree.node, r5: false, baseFrom: `provision.type ${rootType}` } } : tree;
+  }
+  const decision = r5Decision(consent);
+  if (decision) {
+    const root: ProvisionShape = {
+      element,
+      path: 'provision',
+      effect: decision,
+      children: ((element.provision as Json[] | undefined) ?? []).map((p, i) =>
+        r5Tree(p, `provision.provision[${i}]`, reverse(decision)),
+      ),
+    };
+    return { ok: true, shape: { root, r5: true, baseFrom: `decision ${decision} (R5 extension)` } };
+  }
+  const ruled = policyRuleDecision(consent);
+  if (ruled) {
+    const tree = r4Tree(element, 'provision', ruled);
+    return tree.ok ? { ok: true, shape: { root: tree.node, r5: false, baseFrom: `policyRule ${ruled === 'permit' ? 'OPTIN' : 'OPTOUT'}` } } : tree;
+  }
+  return {
+    ok: false,
+    reason: 'no computable base decision: no provision.type, no R5 decision and no policyRule OPTIN/OPTOUT',
+  };
+}
+
+function r4Tree(element: Json, path: string, effect: Effect): { ok: true; node: ProvisionShape } | { ok: false; reason: string } {
+  const children: ProvisionShape[] = [];
+  const nested = (element.provision as Json[] | undefined) ?? [];
+  for (let i = 0; i < nested.length; i++) {
+    const child = nested[i];
+    const childPath = `${path}.provision[${i}]`;
+    if (child.type !== 'permit' && child.type !== 'deny') {
+      return { ok: false, reason: `nested provision ${childPath} has no type (R4 requires one on nested provisions; not guessed)` };
+    }
+    const sub = r4Tree(child, childPath, child.type);
+    if (!sub.ok) return sub;
+    children.push(sub.node);
+  }
+  return { ok: true, node: { element, path, effect, children } };
+}
+
+function r5Tree(element: Json, path: string, effect: Effect): ProvisionShape {
+  const nested = (element.provision as Json[] | undefined) ?? [];
+  return {
+    element,
+    path,
+    effect,
+    children: nested.map((p, i) => r5Tree(p, `${path}.provision[${i}]`, reverse(effect))),
+  };
+}
+
+/** SPEC §7 $consent-enforcement-status: is this consent in force and computable? */
+export function enforcementStatus(
+  consent: Consent,
+  policy: DecisionPolicy,
+  now: Date,
+): { status: EnforcementStatus; reason?: string } {
+  if (consent.status !== 'active') return { status: 'INACTIVE', reason: `status is ${consent.status ?? 'absent'}, not active` };
+  const validity = validatePolicyResource(consent);
+  if (!validity.valid) return { status: 'UNSUPPORTED', reason: `does not validate as FHIR R4: ${validity.message}` };
+  const legal = isLegalRestriction(consent);
+  if (!legal) {
+    const scopes = consentScopeCodes(consent);
+    if (!scopes.some((s) => policy.consentScopes.includes(s))) {
+      return {
+        status: 'UNSUPPORTED',
+        reason: `scope ${scopes.join(',') || 'absent'} is not evaluated (policy consentScopes: ${policy.consentScopes.join(',')})`,
+      };
+    }
+  }
+  const period = rootPeriod(consent);
+  if (!periodContains(period, now.getTime())) {
+    return { status: 'INACTIVE', reason: `period ${period?.start ?? '…'} to ${period?.end ?? '…'} does not contain now` };
+  }
+  const shape = readConsentShape(consent);
+  if (!shape.ok) return { status: 'UNSUPPORTED', reason: shape.reason };
+  return { status: 'ENFORCEABLE' };
+}
