@@ -1,0 +1,58 @@
+// Paging cursors (SPEC §5): opaque and authenticated (JWE, dir + A256GCM), so a client can neither read
+// the upstream position — which would reveal how many entries were withheld — nor change it. Bound to the
+// token's client and subject, and short-lived.
+import { createHash, randomBytes } from 'node:crypto';
+import { EncryptJWT, jwtDecrypt } from 'jose';
+import { GatewayError } from '../fhir/outcome.ts';
+import type { RequestContext } from '../provenance/context.ts';
+import type { IncludeParam, SearchView } from './search-params.ts';
+
+export interface CursorState {
+  /** What kind of listing this continues (for the audit record and to re-apply the right rules). */
+  readonly interaction: 'search-type' | 'search-system' | 'search-compartment' | 'history-instance' | 'history-type' | 'history-system' | 'operation';
+  readonly resourceType?: string;
+  /** Base-relative upstream URL of the next upstream page to read. */
+  readonly upstream: string;
+  /** Match entries of that upstream page already served on the previous gateway page. */
+  readonly skip: number;
+  /** Page size the client asked for. */
+  readonly count: number;
+  /** Client query as the client sent it, for the self link and the audit record. */
+  readonly query: string;
+  /** Include/revinclude parameters, so included entries can be justified on later pages. */
+  readonly includes: readonly IncludeParam[];
+  /** The client's filter criteria, to re-check redacted resources on later pages. */
+  readonly criteria: readonly [string, string][];
+  readonly view: SearchView;
+}
+
+const cursorLifetimeSeconds = 15 * 60;
+
+export class CursorCodec {
+  private readonly key: Uint8Array;
+
+  constructor(secret?: string) {
+    this.key = secret ? createHash('sha256').update(secret).digest() : randomBytes(32);
+  }
+
+  async seal(state: CursorState, ctx: RequestContext): Promise<string> {
+    return new EncryptJWT({ st: state, cid: ctx.clientId, sub: ctx.subject ?? '' })
+      .setProtectedHeader({ alg: 'dir', enc: 'A256GCM' })
+      .setIssuedAt()
+      .setExpirationTime(`${cursorLifetimeSeconds}s`)
+      .encrypt(this.key);
+  }
+
+  async open(cursor: string, ctx: RequestContext): Promise<CursorState> {
+    if (cursor.length > 32_768) throw new GatewayError(400, 'invalid', 'invalid paging cursor');
+    let payload: Record<string, unknown>;
+    try {
+      ({ payload } = await jwtDecrypt(cursor, this.key, { keyManagementAlgorithms: ['dir'], contentEncryptionAlgorithms: ['A256GCM'] }));
+    } catch {
+      throw new GatewayError(400, 'invalid', 'invalid or expired paging cursor');
+    }
+    // A cursor handed to another client or user is refused, not followed.
+    if (payload.cid !== ctx.clientId || payload.sub !== (ctx.subject ?? '')) throw new GatewayError(403, 'forbidden', 'paging cursor belongs to another client');
+    return payload.st as CursorState;
+  }
+}

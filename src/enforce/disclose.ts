@@ -1,0 +1,226 @@
+// One request's decisions: finds each resource's patients, decides it under every one of their policies
+// (deny wins, SPEC §5), applies the obligations, and keeps the per-patient account that audit records.
+import type { Resource } from '@medplum/fhirtypes';
+import type { PatientDisclosure, RedactedResource, ReleasedResource, WithheldResource } from '../audit/record.ts';
+import type { DecisionPolicy } from '../config/policy.ts';
+import { compile, evaluate, type CompiledPatientPolicy } from '../decide/index.ts';
+import type { Decision, Obligation, PatientPolicyInputs, Requester, TraceEntry } from '../decide/types.ts';
+import { patientsOf } from '../fhir/compartment.ts';
+import type { RequestContext, ScopeInteraction } from '../provenance/context.ts';
+import { resourceMatchesScopes } from '../provenance/scopes.ts';
+import { applyObligations } from './redact.ts';
+
+export interface PolicySource {
+  loadMany(patientIds: readonly string[], opts?: { requestId?: string }): Promise<Map<string, PatientPolicyInputs>>;
+}
+
+export type Verdict =
+  | { readonly released: true; readonly resource: Resource; readonly decision: Decision; readonly patients: readonly string[] }
+  | { readonly released: false; readonly decision: Decision; readonly patients: readonly string[] };
+
+const noPatientInputs: PatientPolicyInputs = { patientId: '', consents: [], flags: [], memberships: {}, identifiers: {}, careRelationships: [] };
+
+function reference(resource: Resource): string {
+  return `${resource.resourceType}/${resource.id ?? ''}`;
+}
+
+function refusal(rule: string, reason: string): Decision {
+  return { outcome: 'deny', obligations: [], trace: [{ layer: 'scope', effect: 'deny', rule, reason }], breakGlassUsed: false, part2: false };
+}
+
+const notPatientData: Decision = {
+  outcome: 'permit',
+  obligations: [],
+  trace: [{ layer: 'not-patient-data', effect: 'permit', rule: 'scope', reason: 'not in any patient compartment; released under the granted scopes' }],
+  breakGlassUsed: false,
+  part2: false,
+};
+
+const auditRecordAccess: Decision = {
+  outcome: 'permit',
+  obligations: [],
+  trace: [{ layer: 'not-patient-data', effect: 'permit', rule: 'scope', reason: 'audit record released under an auditor scope' }],
+  breakGlassUsed: false,
+  part2: false,
+};
+
+function sameObligation(a: Obligation, b: Obligation): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** Deny from any patient wins; otherwise the union of every patient's obligations. */
+export function combineDecisions(decisions: readonly Decision[]): Decision {
+  if (decisions.length === 1) return decisions[0];
+  const trace = decisions.flatMap((d) => d.trace);
+  const obligations: Obligation[] = [];
+  const denied = decisions.some((d) => d.outcome === 'deny');
+  for (const d of decisions) {
+    for (const o of d.obligations) {
+      if (denied && o.kind !== 'harm-refusal') continue;
+      if (!obligations.some((x) => sameObligation(x, o))) obligations.push(o);
+    }
+  }
+  if (denied) return { outcome: 'deny', obligations, trace, breakGlassUsed: false, part2: decisions.some((d) => d.part2) };
+  return {
+    outcome: decisions.some((d) => d.outcome === 'redact') ? 'redact' : 'permit',
+    obligations,
+    trace,
+    breakGlassUsed: decisions.some((d) => d.breakGlassUsed),
+    part2: decisions.some((d) => d.part2),
+  };
+}
+
+interface PatientAccount {
+  released: ReleasedResource[];
+  withheld: WithheldResource[];
+  redacted: RedactedResource[];
+  ignored: Map<string, TraceEntry>;
+  consentDecisions: Map<string, PatientDisclosure['consentDecisions'][number]>;
+}
+
+export class DisclosureSession {
+  private readonly compiled = new Map<string, CompiledPatientPolicy>();
+  private readonly accounts = new Map<string, PatientAccount>();
+  private unpatientedPolicy?: CompiledPatientPolicy;
+  /** Harm-determination refusals met in this request, to be stated to the patient (SPEC §4.3). */
+  readonly harmRefusals: Extract<Obligation, { kind: 'harm-refusal' }>[] = [];
+  /** Number of resources withheld in this request (metrics). */
+  withheldCount = 0;
+  /** Of those, the ones withheld for a reason other than a stated harm determination (the general notice). */
+  withheldUnstated = 0;
+  readonly withheldLayers: string[] = [];
+
+  constructor(
+    private readonly deps: { readonly policies: PolicySource; readonly policy: DecisionPolicy; readonly now: Date },
+    readonly ctx: RequestContext,
+    readonly requester: Requester,
+  ) {}
+
+  /** Loads and compiles the policies of every patient these resources name; call before `decide`. */
+  async prepare(resources: Iterable<Resource>, extraPatients: readonly string[] = []): Promise<void> {
+    const wanted = new Set<string>(extraPatients);
+    for (const resource of resources) for (const id of patientsOf(resource)) if (!this.compiled.has(id)) wanted.add(id);
+    for (const id of this.compiled.keys()) wanted.delete(id);
+    if (wanted.size === 0) return;
+    const inputs = await this.deps.policies.loadMany([...wanted], { requestId: this.ctx.requestId });
+    for (const id of wanted) {
+      const patientInputs = inputs.get(id);
+      // A patient whose policy could not be loaded is never decided on guesswork (fail closed).
+      if (!patientInputs) throw new Error(`policy inputs missing for a patient`);
+      this.compiled.set(id, compile(patientInputs, this.requester, this.deps.policy, this.deps.now));
+    }
+  }
+
+  private patientPolicy(id: string): CompiledPatientPolicy {
+    const compiled = this.compiled.get(id);
+    if (!compiled) throw new Error('decide() called before prepare() for a patient');
+    return compiled;
+  }
+
+  private decideRaw(resource: Resource, access: ScopeInteraction, patients: readonly string[]): Decision {
+    const ctx = this.ctx;
+    if (!resourceMatchesScopes(ctx, resource, access)) return refusal('scope', 'outside the granted SMART scopes');
+    if (resource.resourceType === 'AuditEvent') {
+      return ctx.kinds.has('patient') && !ctx.kinds.has('user') && !ctx.kinds.has('system') ? refusal('scope', 'audit records need an auditor scope') : auditRecordAccess;
+    }
+    if (ctx.patient && ctx.kinds.has('patient') && patients.length > 0 && !patients.includes(ctx.patient)) {
+      return refusal('patient-context', 'outside the launch patient’s compartment');
+    }
+    if (patients.length === 0) {
+      const labels = resource.meta?.security ?? [];
+      if (labels.length === 0) return notPatientData;
+      // Labelled data that is about no patient still meets the implicit policy's label rules.
+      this.unpatientedPolicy ??= compile(noPatientInputs, this.requester, this.deps.policy, this.deps.now);
+      return evaluate(this.unpatientedPolicy, resource);
+    }
+    const decisions = patients.map((id) => evaluate(this.patientPolicy(id), resource));
+    return combineDecisions(decisions);
+  }
+
+  /** Decides contained resources with their container's patients; a denied one is removed (SPEC §5). */
+  private withContainedDecided(decision: Decision, resource: Resource, access: ScopeInteraction, patients: readonly string[]): Decision {
+    const contained = (resource as { contained?: Resource[] }).contained;
+    if (!contained?.length || decision.outcome === 'deny') return decision;
+    const removals: Obligation[] = [];
+    const trace: TraceEntry[] = [];
+    contained.forEach((inner, index) => {
+      const innerDecision = patients.length === 0 ? this.decideRaw(inner, access, []) : combineDecisions(patients.map((id) => evaluate(this.patientPolicy(id), inner)));
+      if (innerDecision.outcome === 'deny') {
+        removals.push({ kind: 'redact', path: `contained[${index}]`, reason: 'contained resource withheld' });
+        trace.push(...innerDecision.trace);
+      }
+    });
+    if (removals.length === 0) return decision;
+    return { ...decision, outcome: 'redact', obligations: [...decision.obligations, ...removals], trace: [...decision.trace, ...trace] };
+  }
+
+  /** Decides one resource and, unless told not to, records the outcome in each of its patients' accounts. */
+  decide(resource: Resource, access: ScopeInteraction = 'r', opts: { readonly record?: boolean } = {}): Verdict {
+    const patients = patientsOf(resource);
+    const decision = this.withContainedDecided(this.decideRaw(resource, access, patients), resource, access, patients);
+    if (opts.record === false) {
+      return decision.outcome === 'deny' ? { released: false, decision, patients } : { released: true, resource: applyObligations(resource, decision), decision, patients };
+    }
+    const ref = reference(resource);
+    const versionId = resource.meta?.versionId;
+    if (decision.outcome === 'deny') {
+      this.withheldCount++;
+      const layer = decision.trace.find((t) => t.effect === 'deny')?.layer ?? 'unknown';
+      this.withheldLayers.push(layer);
+      let stated = false;
+      for (const o of decision.obligations) {
+        if (o.kind !== 'harm-refusal') continue;
+        stated = true;
+        if (!this.harmRefusals.some((h) => h.flag === o.flag)) this.harmRefusals.push(o);
+      }
+      if (!stated) this.withheldUnstated++;
+      for (const id of patients) {
+        this.account(id, decision).withheld.push({ reference: ref, versionId, trace: decision.trace });
+      }
+      return { released: false, decision, patients };
+    }
+    const released = applyObligations(resource, decision);
+    const paths = decision.obligations.flatMap((o) => (o.kind === 'redact' ? [o.path] : []));
+    for (const id of patients) {
+      const account = this.account(id, decision);
+      account.released.push({ reference: ref, versionId, breakGlassUsed: decision.breakGlassUsed || undefined, part2: decision.part2 || undefined });
+      if (paths.length > 0) account.redacted.push({ reference: ref, versionId, paths, trace: decision.trace });
+    }
+    return { released: true, resource: released, decision, patients };
+  }
+
+  /** One patient’s account, noting the consents that decided and the rules that were ignored. */
+  private account(patientId: string, decision: Decision): PatientAccount {
+    let account = this.accounts.get(patientId);
+    if (!account) {
+      account = { released: [], withheld: [], redacted: [], ignored: new Map(), consentDecisions: new Map() };
+      this.accounts.set(patientId, account);
+    }
+    for (const entry of decision.trace) {
+      if (entry.effect === 'ignored') account.ignored.set(`${entry.rule}|${entry.reason}`, entry);
+      if (entry.layer === 'consent' && (entry.effect === 'permit' || entry.effect === 'deny')) {
+        const key = `${entry.rule}|${entry.provision ?? ''}|${entry.effect}`;
+        if (!account.consentDecisions.has(key)) {
+          account.consentDecisions.set(key, { consent: entry.rule, provision: entry.provision, effect: entry.effect, reason: entry.reason });
+        }
+      }
+    }
+    return account;
+  }
+
+  /** Notes a patient the request was about even if nothing of theirs was returned (an empty search). */
+  touch(patientId: string): void {
+    if (!this.accounts.has(patientId)) this.accounts.set(patientId, { released: [], withheld: [], redacted: [], ignored: new Map(), consentDecisions: new Map() });
+  }
+
+  disclosures(): PatientDisclosure[] {
+    return [...this.accounts.entries()].map(([patientId, a]) => ({
+      patientId,
+      released: a.released,
+      withheld: a.withheld,
+      redacted: a.redacted,
+      ignored: [...a.ignored.values()],
+      consentDecisions: [...a.consentDecisions.values()],
+    }));
+  }
+}

@@ -1,0 +1,44 @@
+// What every interaction handler receives: the request's provenance, its disclosure session and the
+// gateway's collaborators. Handlers return a Reply; the pipeline audits it and only then sends it.
+import type { Resource } from '@medplum/fhirtypes';
+import type { DecisionPolicy } from '../config/policy.ts';
+import type { Requester } from '../decide/types.ts';
+import type { GatewayMetrics } from '../ops/metrics.ts';
+import type { Logger } from '../ops/logger.ts';
+import type { PolicyStore } from '../policy/index.ts';
+import type { RequestContext } from '../provenance/context.ts';
+import type { UpstreamClient } from '../upstream/index.ts';
+import type { CursorCodec } from './cursor.ts';
+import type { DisclosureSession } from './disclose.ts';
+
+export interface GatewayDeps {
+  readonly policy: DecisionPolicy;
+  /** The gateway's FHIR base as clients see it, e.g. `http://127.0.0.1:8080/fhir`. */
+  readonly fhirBase: string;
+  readonly upstream: UpstreamClient;
+  readonly store: PolicyStore;
+  readonly cursors: CursorCodec;
+  readonly metrics: GatewayMetrics;
+  readonly logger: Logger;
+  readonly now: () => Date;
+}
+
+export interface Exchange {
+  readonly deps: GatewayDeps;
+  readonly ctx: RequestContext;
+  readonly requester: Requester;
+  readonly session: DisclosureSession;
+  /** The client's query string, without the leading `?`. */
+  readonly query: URLSearchParams;
+  readonly rawQuery: string;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly body?: Buffer;
+  /** Patients the request named, for the audit record when nothing was read. */
+  readonly namedPatients: Set<string>;
+}
+
+export interface Reply {
+  readonly status: number;
+  readonly body?: Resource;
+  readonly headers?: Readonly<Record<string, string>>;
+}

@@ -1,0 +1,258 @@
+// The read surfaces (SPEC §5): read, vread, search (type, system, compartment, POST), history, paging and
+// $everything. Each refuses what it can before the upstream is asked, then decides every resource it got.
+import type { Bundle, Resource } from '@medplum/fhirtypes';
+import { isPatientCompartmentType } from '../fhir/compartment.ts';
+import { forbidden, GatewayError, notFound } from '../fhir/outcome.ts';
+import type { ScopeInteraction } from '../provenance/context.ts';
+import { confineSearch } from '../provenance/confine.ts';
+import { allows, grantedQueries } from '../provenance/scopes.ts';
+import type { CursorState } from './cursor.ts';
+import type { Exchange, Reply } from './exchange.ts';
+import { listingBundle, runListing, type ListingRequest } from './listing.ts';
+import { withheldNotices } from './notices.ts';
+import { maxPageSize, sanitiseSearch } from './search-params.ts';
+
+export function requireScope(x: Exchange, resourceType: string, interaction: ScopeInteraction): void {
+  if (!allows(x.ctx, resourceType, interaction)) throw forbidden();
+  // Audit records are for auditors: a patient-context token never reads them, whatever it holds (SPEC §6).
+  if (resourceType === 'AuditEvent' && !x.ctx.kinds.has('user') && !x.ctx.kinds.has('system')) throw forbidden();
+}
+
+/** A patient/ token may name only its own patient: refused before any data is read (SPEC §3). */
+function confineInstance(x: Exchange, resourceType: string, id: string): void {
+  if (resourceType !== 'Patient') return;
+  x.namedPatients.add(id);
+  if (x.ctx.kinds.has('patient') && !x.ctx.kinds.has('user') && !x.ctx.kinds.has('system') && x.ctx.patient !== id) throw forbidden();
+}
+
+function etagHeaders(resource: Resource): Record<string, string> {
+  const headers: Record<string, string> = {};
+  if (resource.meta?.versionId) headers.ETag = `W/"${resource.meta.versionId}"`;
+  if (resource.meta?.lastUpdated) headers['Last-Modified'] = new Date(resource.meta.lastUpdated).toUTCString();
+  return headers;
+}
+
+async function readUpstreamResource(x: Exchange, path: string, resourceType: string, id: string): Promise<Resource | undefined> {
+  const { status, resource } = await x.deps.upstream.readJson<Resource>(path, { requestId: x.ctx.requestId });
+  if (status === 404 || status === 410) return undefined;
+  if (status >= 400) throw new GatewayError(502, 'exception', 'the upstream server failed to read the resource');
+  // An upstream that answers with another resource than asked is not trusted with a disclosure.
+  if (resource.resourceType !== resourceType || resource.id !== id) throw new GatewayError(502, 'exception', 'the upstream answered with a different resource');
+  return resource;
+}
+
+/** Withheld after reading: concealed as not found (or 403 by policy); a harm refusal is stated to the patient. */
+function concealed(x: Exchange): GatewayError {
+  const refusal = x.session.harmRefusals[0];
+  if (refusal) {
+    return new GatewayError(403, 'suppressed', refusal.text, {
+      outcome: {
+        resourceType: 'OperationOutcome',
+        issue: [{ severity: 'error', code: 'suppressed', details: { coding: [{ system: 'https://disclosure-gateway.org/fhir/CodeSystem/disclosure', code: refusal.ground }], text: refusal.text } }],
+      },
+    });
+  }
+  return x.deps.policy.conceal === 403 ? forbidden() : notFound();
+}
+
+export async function read(x: Exchange, resourceType: string, id: string, versionId?: string): Promise<Reply> {
+  requireScope(x, resourceType, 'r');
+  confineInstance(x, resourceType, id);
+  const current = await readUpstreamResource(x, `${resourceType}/${id}`, resourceType, id);
+  if (!current) throw notFound();
+  let target = current;
+  if (versionId !== undefined && current.meta?.versionId !== versionId) {
+    const version = await readUpstreamResource(x, `${resourceType}/${id}/_history/${versionId}`, resourceType, id);
+    if (!version) throw notFound();
+    // An older version is shown only while the current one may be: a label added later hides the history too.
+    await x.session.prepare([current, version]);
+    if (!x.session.decide(current, 'r', { record: false }).released) {
+      x.session.decide(version, 'r');
+      throw concealed(x);
+    }
+    target = version;
+  }
+  await x.session.prepare([target]);
+  const verdict = x.session.decide(target, 'r');
+  if (!verdict.released) throw concealed(x);
+  return { status: 200, body: verdict.resource, headers: etagHeaders(verdict.resource) };
+}
+
+function upstreamPageSize(count: number): number {
+  // Ask for a little more than the page so that withheld entries rarely need a second upstream page.
+  return Math.min(maxPageSize, count + Math.ceil(count / 4) + 1);
+}
+
+function withPaging(path: string, params: URLSearchParams, count: number): string {
+  const query = new URLSearchParams(params);
+  query.set('_count', String(upstreamPageSize(count)));
+  const qs = query.toString();
+  return qs ? `${path}?${qs}` : path;
+}
+
+async function respondWithListing(x: Exchange, request: ListingRequest, self: string, type: 'searchset' | 'history'): Promise<Reply> {
+  const started = performance.now();
+  const result = await runListing(x.deps.upstream, x.session, request, x.deps.fhirBase, {
+    requestId: x.ctx.requestId,
+    currentVersionGate: request.history ? (resources) => currentVersionGate(x, resources) : undefined,
+  });
+  x.deps.metrics.decisionLatency.observe((performance.now() - started) / 1000);
+  const next = result.next ? `${x.deps.fhirBase}/_page?cursor=${await x.deps.cursors.seal(result.next, x.ctx)}` : undefined;
+  const notices = type === 'searchset' ? withheldNotices(x.session, x.ctx, x.deps.policy) : [];
+  for (const id of x.namedPatients) x.session.touch(id);
+  return { status: 200, body: listingBundle(type, result, { self, next }, notices) };
+}
+
+/** Narrows the upstream search to the granted query when there is exactly one; a union is filtered per resource. */
+function narrowToGrantedQuery(x: Exchange, resourceType: string, params: URLSearchParams): void {
+  const granted = grantedQueries(x.ctx, resourceType, 's');
+  if (granted === 'none') throw forbidden();
+  if (granted === 'unrestricted' || granted.length !== 1) return;
+  for (const [name, values] of granted[0]) params.append(name, values.join(','));
+}
+
+export async function search(
+  x: Exchange,
+  target: { readonly resourceType?: string; readonly compartmentId?: string; readonly interaction: 'search-type' | 'search-system' | 'search-compartment' },
+  params: URLSearchParams,
+): Promise<Reply> {
+  const { resourceType, compartmentId, interaction } = target;
+  if (resourceType) requireScope(x, resourceType, 's');
+  else requireScope(x, '*', 's');
+  if (compartmentId) {
+    requireScope(x, 'Patient', 's');
+    confineInstance(x, 'Patient', compartmentId);
+    if (resourceType && !isPatientCompartmentType(resourceType)) throw new GatewayError(400, 'not-supported', 'that type has no Patient compartment');
+  }
+  const sanitised = sanitiseSearch(resourceType, params);
+  const confined = confineSearch(x.ctx, x.deps.policy, {
+    resourceType,
+    compartment: compartmentId ? { type: 'Patient', id: compartmentId } : undefined,
+    params: sanitised.upstream,
+    interaction,
+  });
+  for (const id of patientIdsIn(confined, compartmentId)) x.namedPatients.add(id);
+  if (resourceType) narrowToGrantedQuery(x, resourceType, confined);
+  const path = compartmentId ? `Patient/${compartmentId}/${resourceType}` : (resourceType ?? '');
+  const self = `${x.deps.fhirBase}/${path}${x.rawQuery ? `?${x.rawQuery}` : ''}`;
+  return respondWithListing(
+    x,
+    {
+      interaction,
+      resourceType,
+      upstream: withPaging(path, confined, sanitised.count),
+      skip: 0,
+      count: sanitised.count,
+      offset: sanitised.offset,
+      includes: sanitised.includes,
+      criteria: sanitised.criteria,
+      view: sanitised.view,
+      history: false,
+      access: 's',
+      query: x.rawQuery,
+    },
+    self,
+    'searchset',
+  );
+}
+
+function patientIdsIn(params: URLSearchParams, compartmentId?: string): string[] {
+  const ids = compartmentId ? [compartmentId] : [];
+  for (const name of ['patient', 'subject', 'beneficiary']) {
+    for (const value of params.getAll(name)) {
+      for (const v of value.split(',')) {
+        const match = /^(?:.*\/)?(?:Patient\/)?([A-Za-z0-9\-.]{1,64})$/.exec(v.trim());
+        if (match && (!v.includes('/') || v.includes('Patient/'))) ids.push(match[1]);
+      }
+    }
+  }
+  return ids;
+}
+
+export async function history(x: Exchange, target: { readonly resourceType?: string; readonly id?: string }, params: URLSearchParams): Promise<Reply> {
+  const { resourceType, id } = target;
+  const interaction = id ? 'history-instance' : resourceType ? 'history-type' : 'history-system';
+  requireScope(x, resourceType ?? '*', id ? 'r' : 's');
+  if (resourceType && id) confineInstance(x, resourceType, id);
+  else confineSearch(x.ctx, x.deps.policy, { resourceType, params: new URLSearchParams(), interaction: resourceType ? 'history-type' : 'history-system' });
+  const upstreamParams = new URLSearchParams();
+  let count = 20;
+  for (const [name, value] of params) {
+    if (name === '_count') count = Math.min(maxPageSize, Math.max(1, Number.parseInt(value, 10) || 20));
+    else if (name === '_since' || name === '_at') upstreamParams.append(name, value);
+    else if (name !== '_format' && name !== '_pretty') throw new GatewayError(400, 'not-supported', `history parameter ${name} is not supported`);
+  }
+  const path = [resourceType, id, '_history'].filter(Boolean).join('/');
+  return respondWithListing(
+    x,
+    {
+      interaction,
+      resourceType,
+      upstream: withPaging(path, upstreamParams, count),
+      skip: 0,
+      count,
+      offset: 0,
+      includes: [],
+      criteria: [],
+      view: {},
+      history: true,
+      access: id ? 'r' : 's',
+      query: x.rawQuery,
+    },
+    `${x.deps.fhirBase}/${path}${x.rawQuery ? `?${x.rawQuery}` : ''}`,
+    'history',
+  );
+}
+
+/** Refs among history entries whose current version is withheld from this requester. */
+async function currentVersionGate(x: Exchange, resources: Resource[]): Promise<Set<string>> {
+  const idsByType = new Map<string, Set<string>>();
+  for (const r of resources) if (r.id) (idsByType.get(r.resourceType) ?? idsByType.set(r.resourceType, new Set()).get(r.resourceType))?.add(r.id);
+  const blocked = new Set<string>();
+  for (const [type, ids] of idsByType) {
+    const currents: Resource[] = [];
+    const list = [...ids];
+    for (let i = 0; i < list.length; i += 100) {
+      const slice = list.slice(i, i + 100);
+      const { resource: bundle, status } = await x.deps.upstream.readJson<Bundle>(`${type}?_id=${slice.join(',')}&_count=${slice.length}`, { requestId: x.ctx.requestId });
+      if (status >= 400 || bundle.resourceType !== 'Bundle') throw new GatewayError(502, 'exception', 'the upstream failed to read current versions');
+      for (const e of bundle.entry ?? []) if (e.resource && e.search?.mode !== 'include') currents.push(e.resource);
+    }
+    await x.session.prepare(currents);
+    for (const current of currents) if (!x.session.decide(current, 'r', { record: false }).released) blocked.add(`${type}/${current.id}`);
+  }
+  return blocked;
+}
+
+export async function everything(x: Exchange, patientId: string, params: URLSearchParams): Promise<Reply> {
+  requireScope(x, 'Patient', 'r');
+  confineInstance(x, 'Patient', patientId);
+  const upstreamParams = new URLSearchParams();
+  let count = 20;
+  for (const [name, value] of params) {
+    if (name === '_count') count = Math.min(maxPageSize, Math.max(1, Number.parseInt(value, 10) || 20));
+    else if (name === '_since' || name === '_type' || name === 'start' || name === 'end') upstreamParams.append(name, value);
+    else if (name !== '_format' && name !== '_pretty') throw new GatewayError(400, 'not-supported', `$everything parameter ${name} is not supported`);
+  }
+  const path = `Patient/${patientId}/$everything`;
+  return respondWithListing(
+    x,
+    { interaction: 'operation', resourceType: 'Patient', upstream: withPaging(path, upstreamParams, count), skip: 0, count, offset: 0, includes: [], criteria: [], view: {}, history: false, access: 's', query: x.rawQuery },
+    `${x.deps.fhirBase}/${path}${x.rawQuery ? `?${x.rawQuery}` : ''}`,
+    'searchset',
+  );
+}
+
+/** A next page: the cursor carries where the upstream stands; the scopes are checked again as for the first page. */
+export async function page(x: Exchange, cursor: string): Promise<Reply> {
+  const state: CursorState = await x.deps.cursors.open(cursor, x.ctx);
+  const history = state.interaction.startsWith('history');
+  const access: 'r' | 's' = state.interaction === 'history-instance' ? 'r' : 's';
+  requireScope(x, state.resourceType && state.interaction !== 'search-system' && state.interaction !== 'history-system' ? state.resourceType : '*', access);
+  return respondWithListing(
+    x,
+    { ...state, offset: 0, history, access },
+    `${x.deps.fhirBase}/_page?cursor=${cursor}`,
+    history ? 'history' : 'searchset',
+  );
+}

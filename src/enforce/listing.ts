@@ -1,0 +1,206 @@
+// Search, history and $everything pages (SPEC §5): every upstream entry decided, withheld ones leaving no
+// trace, short pages refilled from the upstream, and a next link only when another released entry exists
+// (a trailing empty page would itself reveal that something was withheld).
+import type { Bundle, BundleEntry, Coding, OperationOutcome, Resource } from '@medplum/fhirtypes';
+import { GatewayError } from '../fhir/outcome.ts';
+import { V3_CONFIDENTIALITY } from '../fhir/systems.ts';
+import type { UpstreamClient } from '../upstream/index.ts';
+import type { CursorState } from './cursor.ts';
+import type { DisclosureSession } from './disclose.ts';
+import { applyView, redactionChangesMatch, type IncludeParam, type SearchView } from './search-params.ts';
+
+/** Upstream pages read at most to fill one gateway page; past it the page is returned short. */
+export const maxUpstreamPagesPerPage = 40;
+
+export interface ListingRequest {
+  readonly interaction: CursorState['interaction'];
+  readonly resourceType?: string;
+  /** Base-relative upstream URL of the first upstream page to read. */
+  readonly upstream: string;
+  /** Match entries of that first upstream page to skip (continuing a cursor). */
+  readonly skip: number;
+  readonly count: number;
+  /** Released entries to skip before the page starts (`_offset`). */
+  readonly offset: number;
+  readonly includes: readonly IncludeParam[];
+  readonly criteria: readonly [string, string][];
+  readonly view: SearchView;
+  readonly history: boolean;
+  /** SMART interaction the listing needs per resource: `r` for instance history, `s` otherwise. */
+  readonly access: 'r' | 's';
+  readonly query: string;
+}
+
+export interface ListingResult {
+  readonly entries: BundleEntry[];
+  readonly next?: CursorState;
+  /** The highest confidentiality among released entries (SPEC §5 high-water mark). */
+  readonly confidentiality?: string;
+}
+
+const confidentialityOrder = ['U', 'L', 'M', 'N', 'R', 'V'];
+
+function confidentialityOf(resource: Resource): number {
+  let level = confidentialityOrder.indexOf('N');
+  for (const c of resource.meta?.security ?? []) {
+    if (c.system === V3_CONFIDENTIALITY && c.code) level = Math.max(level, confidentialityOrder.indexOf(c.code));
+  }
+  return level;
+}
+
+const referencePattern = /^(?:.*\/)?([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})(?:\/_history\/.*)?$/;
+
+/** Every `Type/id` a resource refers to, anywhere in it. */
+export function referencesIn(value: unknown, into = new Set<string>()): Set<string> {
+  if (Array.isArray(value)) for (const item of value) referencesIn(item, into);
+  else if (value && typeof value === 'object') {
+    for (const [key, inner] of Object.entries(value)) {
+      if (key === 'reference' && typeof inner === 'string') {
+        const match = referencePattern.exec(inner);
+        if (match) into.add(match[1]);
+      } else if (typeof inner === 'object') referencesIn(inner, into);
+    }
+  }
+  return into;
+}
+
+function refOf(resource: Resource): string {
+  return `${resource.resourceType}/${resource.id}`;
+}
+
+interface Position {
+  readonly upstream: string;
+  readonly skip: number;
+}
+
+export async function runListing(
+  upstream: UpstreamClient,
+  session: DisclosureSession,
+  request: ListingRequest,
+  gatewayBase: string,
+  opts: { readonly requestId: string; readonly currentVersionGate?: (resources: Resource[]) => Promise<Set<string>> },
+): Promise<ListingResult> {
+  const matches: BundleEntry[] = [];
+  const includeCandidates = new Map<string, BundleEntry>();
+  let toSkipReleased = request.offset;
+  let position: Position = { upstream: request.upstream, skip: request.skip };
+  let next: Position | undefined;
+  let pages = 0;
+
+  pageLoop: for (;;) {
+    pages++;
+    const { status, resource: page } = await upstream.readJson<Bundle>(position.upstream, { requestId: opts.requestId });
+    if (status === 404 || status === 410) throw new GatewayError(404, 'not-found', 'resource not found');
+    if (status >= 400) throw new GatewayError(status === 400 ? 400 : 502, status === 400 ? 'invalid' : 'exception', status === 400 ? 'the upstream server rejected the search' : 'the upstream server failed');
+    if (page.resourceType !== 'Bundle') throw new GatewayError(502, 'exception', 'the upstream answered a search with something other than a Bundle');
+    const entries = page.entry ?? [];
+    const pageMatches = entries.filter((e) => e.search?.mode !== 'include' && e.search?.mode !== 'outcome');
+    const resources = entries.flatMap((e) => (e.resource && e.search?.mode !== 'outcome' ? [e.resource] : []));
+    await session.prepare(resources);
+    // History: a version is released only if the current version of the same resource is (a label added
+    // later must also hide the versions written before it).
+    const blockedByCurrent = request.history && opts.currentVersionGate ? await opts.currentVersionGate(resources) : new Set<string>();
+
+    for (const entry of entries) {
+      if (entry.search?.mode !== 'include' || !entry.resource) continue;
+      const key = refOf(entry.resource);
+      if (includeCandidates.has(key)) continue;
+      const verdict = session.decide(entry.resource, request.access);
+      if (verdict.released) includeCandidates.set(key, { fullUrl: `${gatewayBase}/${key}`, resource: applyView(verdict.resource, request.view), search: { mode: 'include' } });
+    }
+
+    const upstreamNext = page.link?.find((l) => l.relation === 'next')?.url;
+    const nextUpstream = upstreamNext === undefined ? undefined : upstream.rewriteUpstreamUrl(upstreamNext);
+    if (upstreamNext !== undefined && nextUpstream === null) {
+      // A next link leaving the upstream is never followed (SPEC §5); the request fails closed.
+      throw new GatewayError(502, 'exception', 'the upstream returned a paging link outside its base');
+    }
+
+    for (let i = position.skip; i < pageMatches.length; i++) {
+      const entry = pageMatches[i];
+      const resource = entry.resource;
+      if (!resource) continue; // a history delete entry: nothing to decide on, so nothing is shown
+      if (blockedByCurrent.has(refOf(resource))) continue;
+      const verdict = session.decide(resource, request.access);
+      if (!verdict.released) continue;
+      // A resource whose matching element was redacted away must not be returned by that match.
+      if (verdict.decision.outcome === 'redact' && redactionChangesMatch(resource, verdict.resource, request.criteria)) continue;
+      if (toSkipReleased > 0) {
+        toSkipReleased--;
+        continue;
+      }
+      if (matches.length === request.count) {
+        next = { upstream: position.upstream, skip: i };
+        break pageLoop;
+      }
+      matches.push(listingEntry(entry, verdict.resource, request, gatewayBase));
+    }
+    if (!nextUpstream) break;
+    position = { upstream: nextUpstream, skip: 0 };
+    if (pages >= maxUpstreamPagesPerPage) {
+      next = position;
+      break;
+    }
+  }
+
+  const matchRefs = new Set(matches.map((e) => refOf(e.resource as Resource)));
+  const referencedByMatches = new Set<string>();
+  if (includeCandidates.size > 0) for (const e of matches) referencesIn(e.resource, referencedByMatches);
+  // An included entry is shown only when a released match justifies it, so nothing arrives through a withheld match.
+  const included = [...includeCandidates.values()].filter((e) => {
+    const ref = refOf(e.resource as Resource);
+    if (matchRefs.has(ref)) return false;
+    if (referencedByMatches.has(ref)) return true;
+    for (const r of referencesIn(e.resource)) if (matchRefs.has(r)) return true;
+    return false;
+  });
+
+  const all = [...matches, ...included];
+  let level = -1;
+  for (const e of all) level = Math.max(level, confidentialityOf(e.resource as Resource));
+  return {
+    entries: all,
+    next: next && {
+      interaction: request.interaction,
+      resourceType: request.resourceType,
+      upstream: next.upstream,
+      skip: next.skip,
+      count: request.count,
+      query: request.query,
+      includes: request.includes,
+      criteria: request.criteria,
+      view: request.view,
+    },
+    confidentiality: level >= 0 ? confidentialityOrder[level] : undefined,
+  };
+}
+
+function listingEntry(entry: BundleEntry, resource: Resource, request: ListingRequest, gatewayBase: string): BundleEntry {
+  const shown = applyView(resource, request.view);
+  const out: BundleEntry = { fullUrl: `${gatewayBase}/${refOf(resource)}`, resource: shown };
+  if (request.history) {
+    if (entry.request) out.request = { method: entry.request.method, url: refOf(resource) };
+    if (entry.response) out.response = { status: entry.response.status, etag: entry.response.etag, lastModified: entry.response.lastModified };
+  } else {
+    out.search = { mode: 'match' };
+  }
+  return out;
+}
+
+/** The searchset/history Bundle the client receives: no total, gateway links only, high-water mark. */
+export function listingBundle(
+  type: 'searchset' | 'history',
+  result: ListingResult,
+  links: { readonly self: string; readonly next?: string },
+  notices: readonly OperationOutcome[],
+): Bundle {
+  const entry: BundleEntry[] = [...result.entries];
+  for (const outcome of notices) entry.push({ resource: outcome, search: type === 'searchset' ? { mode: 'outcome' } : undefined });
+  const bundle: Bundle = { resourceType: 'Bundle', type, link: [{ relation: 'self', url: links.self }], entry };
+  if (links.next) bundle.link?.push({ relation: 'next', url: links.next });
+  if (result.confidentiality) {
+    const coding: Coding = { system: V3_CONFIDENTIALITY, code: result.confidentiality };
+    bundle.meta = { security: [coding] };
+  }
+  return bundle;
+}

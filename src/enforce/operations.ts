@@ -1,0 +1,175 @@
+// Operations (SPEC §5, §7): $everything, the explain operation $disclosure-decision, the per-consent
+// $consent-enforcement-status, and whatever the policy's allowOperations lets through — each resource
+// of their answers still decided. Anything else is refused.
+import type { Bundle, Consent, Parameters, ParametersParameter, Resource } from '@medplum/fhirtypes';
+import { enforcementStatus } from '../decide/index.ts';
+import type { Decision } from '../decide/types.ts';
+import { badRequest, forbidden, GatewayError, notFound } from '../fhir/outcome.ts';
+import type { RequestContext } from '../provenance/context.ts';
+import { relativeReference } from '../provenance/build-context.ts';
+import { parseScopes } from '../provenance/scopes.ts';
+import { DisclosureSession } from './disclose.ts';
+import type { Exchange, Reply } from './exchange.ts';
+import { everything } from './interactions.ts';
+
+/** Explain and status are for administrators and auditors (SPEC §7). */
+function requireAuditor(x: Exchange): void {
+  const ok = x.ctx.scopes.some(
+    (s) =>
+      (s.kind === 'system' && (s.resourceType === 'Consent' || s.resourceType === '*') && s.interactions.has('r')) ||
+      (s.kind !== 'patient' && s.resourceType === 'AuditEvent' && s.interactions.has('r') && s.interactions.has('s')),
+  );
+  if (!ok) throw forbidden();
+}
+
+function parseParameters(body: Buffer | undefined): Parameters {
+  if (!body || body.length === 0) throw badRequest('a Parameters body is required');
+  let parameters: Parameters;
+  try {
+    parameters = JSON.parse(body.toString('utf8')) as Parameters;
+  } catch {
+    throw badRequest('the body is not valid JSON', 'structure');
+  }
+  if (parameters?.resourceType !== 'Parameters') throw badRequest('the body must be a Parameters resource');
+  return parameters;
+}
+
+function params(p: Parameters, name: string): ParametersParameter[] {
+  return (p.parameter ?? []).filter((x) => x.name === name);
+}
+
+/** One line per rule in the trace, naming the rule's resource and provision. */
+export function traceReasons(decision: Decision): string[] {
+  return decision.trace.map((t) => `${t.layer} ${t.rule}${t.provision ? ` ${t.provision}` : ''}${t.ground ? ` (${t.ground})` : ''}: ${t.effect} — ${t.reason}`);
+}
+
+export function decisionParameters(decision: Decision): Parameters {
+  const parameter: ParametersParameter[] = [{ name: 'decision', valueCode: decision.outcome }];
+  for (const o of decision.obligations) {
+    const part: ParametersParameter[] = [{ name: 'code', valueCode: o.kind }];
+    if (o.kind === 'redact') part.push({ name: 'path', valueString: o.path });
+    if (o.kind === 'add-security-label') part.push({ name: 'label', valueCoding: o.coding });
+    if (o.kind === 'notice' || o.kind === 'harm-refusal') part.push({ name: 'text', valueString: o.text });
+    parameter.push({ name: 'obligation', part });
+  }
+  for (const reason of traceReasons(decision)) parameter.push({ name: 'reason', valueString: reason });
+  return { resourceType: 'Parameters', parameter };
+}
+
+async function explain(x: Exchange): Promise<Reply> {
+  requireAuditor(x);
+  const p = parseParameters(x.body);
+  const actor = params(p, 'actor')[0]?.valueReference?.reference;
+  const fhirUser = actor ? relativeReference(actor) : undefined;
+  if (!fhirUser) throw badRequest('actor (valueReference to the requester’s fhirUser) is required');
+  const orgRef = params(p, 'organization')[0]?.valueReference?.reference;
+  const purposes = params(p, 'purpose').flatMap((q) => (q.valueCode ? [q.valueCode] : q.valueCoding?.code ? [q.valueCoding.code] : []));
+  const scope = params(p, 'scope')[0]?.valueString ?? '';
+  const breakGlass = params(p, 'breakGlass')[0]?.valueBoolean === true;
+  if (purposes.length === 0 && !breakGlass) throw badRequest('purpose is required');
+  const { scopes, kinds } = parseScopes(scope);
+  if (scopes.length === 0) throw badRequest('scope must hold at least one SMART resource scope');
+
+  let resource = params(p, 'resource')[0]?.resource as Resource | undefined;
+  if (!resource) {
+    const ref = params(p, 'reference')[0]?.valueReference?.reference;
+    const relative = ref ? relativeReference(ref) : undefined;
+    if (!relative) throw badRequest('resource or reference is required');
+    const read = await x.deps.upstream.readJson<Resource>(relative, { requestId: x.ctx.requestId });
+    if (read.status >= 400) throw notFound();
+    resource = read.resource;
+  }
+  const patient = fhirUser.startsWith('Patient/') ? fhirUser.slice('Patient/'.length) : undefined;
+  const hypothetical: RequestContext = Object.freeze({
+    requestId: x.ctx.requestId,
+    clientId: `explain:${x.ctx.clientId}`,
+    grantedScopes: Object.freeze([...scope.split(/\s+/).filter(Boolean), ...(breakGlass ? [x.deps.policy.breakGlassScope] : [])]),
+    scopes: Object.freeze(scopes),
+    kinds,
+    patient,
+    fhirUser,
+    organization: orgRef ? relativeReference(orgRef) : undefined,
+    purposeOfUse: Object.freeze(breakGlass && !purposes.includes('BTG') ? [...purposes, 'BTG'] : purposes),
+    purposeSource: 'claim',
+    breakGlass: Object.freeze({ inEffect: breakGlass, requested: breakGlass }),
+  });
+  const requester = await x.deps.store.resolveRequester(hypothetical);
+  // The same session type enforcement uses, so that explain and enforcement cannot disagree.
+  const session = new DisclosureSession({ policies: x.deps.store, policy: x.deps.policy, now: x.deps.now() }, hypothetical, requester);
+  await session.prepare([resource]);
+  const verdict = session.decide(resource, 'r', { record: false });
+  for (const id of verdict.patients) x.namedPatients.add(id);
+  return { status: 200, body: decisionParameters(verdict.decision) };
+}
+
+function statusParameter(consent: Consent, x: Exchange): ParametersParameter {
+  const { status, reason } = enforcementStatus(consent, x.deps.policy, x.deps.now());
+  const part: ParametersParameter[] = [
+    { name: 'reference', valueReference: { reference: `Consent/${consent.id}` } },
+    { name: 'status', valueCode: status },
+  ];
+  if (reason) part.push({ name: 'reason', valueString: reason });
+  return { name: 'consent', part };
+}
+
+async function consentEnforcementStatus(x: Exchange, resourceType: string, id: string): Promise<Reply> {
+  requireAuditor(x);
+  let consents: Consent[];
+  if (resourceType === 'Consent') {
+    const read = await x.deps.upstream.readJson<Consent>(`Consent/${id}`, { requestId: x.ctx.requestId });
+    if (read.status === 404 || read.status === 410) throw notFound();
+    if (read.status >= 400 || read.resource.resourceType !== 'Consent') throw new GatewayError(502, 'exception', 'the upstream failed to read the consent');
+    consents = [read.resource];
+  } else {
+    x.namedPatients.add(id);
+    const all = await x.deps.upstream.searchAll(`Consent?patient=Patient/${id}&_count=200`, { requestId: x.ctx.requestId });
+    consents = all.resources as Consent[];
+  }
+  return { status: 200, body: { resourceType: 'Parameters', parameter: consents.map((c) => statusParameter(c, x)) } };
+}
+
+/** An operation the policy lets through: its answer is decided like any other read (SPEC §4.6 allowOperations). */
+async function allowedOperation(x: Exchange, method: string, name: string, resourceType?: string, id?: string): Promise<Reply> {
+  const path = [resourceType, id, name].filter(Boolean).join('/');
+  const response = await x.deps.upstream.request({
+    method,
+    path: x.rawQuery ? `${path}?${x.rawQuery}` : path,
+    headers: method === 'POST' ? { 'content-type': 'application/fhir+json' } : {},
+    body: method === 'POST' ? x.body : undefined,
+    requestId: x.ctx.requestId,
+    strict: true,
+    expectJson: true,
+  });
+  if (response.status >= 400) throw new GatewayError(response.status === 404 ? 404 : 400, 'processing', 'the upstream server refused the operation');
+  const answer = response.json as Resource | undefined;
+  if (!answer || typeof answer !== 'object') throw new GatewayError(502, 'exception', 'the upstream answered the operation with no resource');
+  if (answer.resourceType === 'Bundle') {
+    const bundle = answer as Bundle;
+    const resources = (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
+    await x.session.prepare(resources);
+    const entry = resources.flatMap((r) => {
+      const verdict = x.session.decide(r, 's');
+      return verdict.released ? [{ fullUrl: `${x.deps.fhirBase}/${r.resourceType}/${r.id}`, resource: verdict.resource }] : [];
+    });
+    return { status: 200, body: { resourceType: 'Bundle', type: bundle.type === 'searchset' ? 'searchset' : 'collection', entry } };
+  }
+  if (answer.resourceType === 'OperationOutcome') return { status: response.status, body: answer };
+  if (answer.resourceType === 'Parameters') throw new GatewayError(502, 'not-supported', 'operations answering Parameters cannot be decided per resource');
+  await x.session.prepare([answer]);
+  const verdict = x.session.decide(answer, 'r');
+  if (!verdict.released) throw notFound();
+  return { status: 200, body: verdict.resource };
+}
+
+export async function operation(x: Exchange, method: string, name: string, resourceType?: string, id?: string): Promise<Reply> {
+  if (name === '$everything' && resourceType === 'Patient' && id && (method === 'GET' || method === 'HEAD')) return everything(x, id, x.query);
+  if (name === '$disclosure-decision' && !resourceType && method === 'POST') return explain(x);
+  if (name === '$consent-enforcement-status' && id && (resourceType === 'Consent' || resourceType === 'Patient') && method === 'GET') {
+    return consentEnforcementStatus(x, resourceType, id);
+  }
+  if (x.deps.policy.allowOperations.includes(name) && (method === 'GET' || method === 'POST')) {
+    if (resourceType && !x.ctx.scopes.some((s) => s.resourceType === '*' || s.resourceType === resourceType)) throw forbidden();
+    return allowedOperation(x, method, name, resourceType, id);
+  }
+  throw forbidden();
+}

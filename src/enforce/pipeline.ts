@@ -1,0 +1,237 @@
+// The request's one straight line (ARCHITECTURE): provenance → enforce → upstream → policy → decide →
+// shape → audit (durable) → HTTP. Nothing is sent before its audit events are on disk.
+import { randomUUID } from 'node:crypto';
+import express, { type Request, type Response, type Router } from 'express';
+import type { Resource } from '@medplum/fhirtypes';
+import type { DisclosureRecord } from '../audit/record.ts';
+import { GatewayError, operationOutcome } from '../fhir/outcome.ts';
+import type { RequestContext } from '../provenance/context.ts';
+import { buildRequestContext } from '../provenance/build-context.ts';
+import { categoryRequestsBreakGlass } from '../provenance/break-glass.ts';
+import { bearerToken, type TokenVerifier } from '../provenance/verify-token.ts';
+import { batch } from './batch.ts';
+import { capabilityStatement, smartConfigurationDocument, type SmartConfiguration } from './capabilities.ts';
+import { DisclosureSession } from './disclose.ts';
+import type { Exchange, GatewayDeps, Reply } from './exchange.ts';
+import { history, page, read, search } from './interactions.ts';
+import { operation } from './operations.ts';
+import { auditInteraction, parseFhirRoute, type FhirRoute } from './route.ts';
+import { write } from './write.ts';
+
+export interface AuditSink {
+  /** Resolves once the request's events are durable; rejects when they cannot be written. */
+  record(record: DisclosureRecord): Promise<void>;
+}
+
+export interface PipelineDeps extends GatewayDeps {
+  readonly verifier: TokenVerifier;
+  readonly audit: AuditSink;
+  readonly smart: SmartConfiguration;
+  /** Largest request body accepted. */
+  readonly maxBodyBytes?: number;
+}
+
+const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
+const methodOverrideHeaders = ['x-http-method-override', 'x-http-method', 'x-method-override'];
+const fhirJson = 'application/fhir+json; charset=utf-8';
+
+function acceptedRequestId(value: string | undefined): string {
+  return value && requestIdPattern.test(value) ? value : randomUUID();
+}
+
+/** Only JSON is inspected, so only JSON is served (SPEC §5). */
+function checkFormat(req: Request): void {
+  const format = req.query._format;
+  const formats = Array.isArray(format) ? format : format === undefined ? [] : [format];
+  for (const f of formats) {
+    if (typeof f !== 'string' || !/^(json|application\/json|application\/fhir\+json)$/i.test(f.split(';')[0].trim())) {
+      throw new GatewayError(406, 'not-supported', 'only JSON is served (application/fhir+json)');
+    }
+  }
+  const accept = req.get('accept');
+  if (accept && !/(^|,|\s)(\*\/\*|application\/\*|application\/(fhir\+)?json)/i.test(accept)) {
+    throw new GatewayError(406, 'not-supported', 'only JSON is served (application/fhir+json)');
+  }
+}
+
+function rawPathOf(req: Request): string {
+  const url = req.originalUrl;
+  const path = url.split('?')[0];
+  return path.replace(/^\/fhir/, '') || '/';
+}
+
+function rawQueryOf(req: Request): string {
+  const url = req.originalUrl;
+  const at = url.indexOf('?');
+  return at === -1 ? '' : url.slice(at + 1);
+}
+
+/** URL query plus, for POST _search, the form body (FHIR search via POST). */
+function searchParams(req: Request, route: FhirRoute, body: Buffer | undefined): URLSearchParams {
+  const params = new URLSearchParams(rawQueryOf(req));
+  if ('viaPost' in route && route.viaPost) {
+    const type = (req.get('content-type') ?? '').split(';')[0].trim().toLowerCase();
+    if (type !== 'application/x-www-form-urlencoded') throw new GatewayError(415, 'not-supported', 'POST _search needs an application/x-www-form-urlencoded body');
+    for (const [name, value] of new URLSearchParams(body?.toString('utf8') ?? '')) params.append(name, value);
+  }
+  return params;
+}
+
+async function dispatch(x: Exchange, route: FhirRoute, method: string, req: Request): Promise<Reply> {
+  switch (route.interaction) {
+    case 'read':
+      return read(x, route.resourceType, route.id);
+    case 'vread':
+      return read(x, route.resourceType, route.id, route.versionId);
+    case 'search-type':
+    case 'search-system': {
+      const params = searchParams(req, route, x.body);
+      return search(x, { resourceType: route.interaction === 'search-type' ? route.resourceType : undefined, interaction: route.interaction }, params);
+    }
+    case 'search-compartment':
+      return search(x, { resourceType: route.resourceType, compartmentId: route.compartmentId, interaction: route.interaction }, x.query);
+    case 'history-instance':
+      return history(x, { resourceType: route.resourceType, id: route.id }, x.query);
+    case 'history-type':
+      return history(x, { resourceType: route.resourceType }, x.query);
+    case 'history-system':
+      return history(x, {}, x.query);
+    case 'page':
+      return page(x, x.query.get('cursor') ?? '');
+    case 'batch':
+      return batch(x);
+    case 'create':
+    case 'update':
+    case 'patch':
+    case 'delete':
+      return write(x, route.interaction, route.resourceType, 'id' in route ? route.id : undefined, x.body);
+    case 'operation':
+      return operation(x, method, route.name, route.resourceType, route.id);
+    default:
+      throw new GatewayError(403, 'forbidden', 'access to the requested data is not permitted');
+  }
+}
+
+function errorReply(err: unknown, deps: PipelineDeps, requestId: string): Reply & { desc: string } {
+  if (err instanceof GatewayError) return { status: err.status, body: err.outcome, headers: err.headers, desc: err.message };
+  const status = (err as { status?: unknown }).status;
+  if (typeof status === 'number' && status >= 400 && status < 600 && (err as { code?: unknown }).code !== undefined) {
+    // Upstream failures carry their 502/503/504 (SPEC §5: fail closed).
+    const text = status === 504 ? 'the upstream server did not answer in time' : 'the upstream server failed';
+    return { status, body: operationOutcome(status === 504 ? 'timeout' : 'exception', text), desc: text };
+  }
+  deps.logger.error({ requestId, err: { name: (err as Error)?.name, message: (err as Error)?.message, stack: (err as Error)?.stack } }, 'request failed');
+  return { status: 500, body: operationOutcome('exception', 'the gateway failed to process the request; nothing was released'), desc: 'internal error' };
+}
+
+function auditedQuery(req: Request): string {
+  // The cursor is opaque and long; the audit keeps the path and the rest of the query.
+  return req.originalUrl.replace(/([?&]cursor=)[^&]*/, '$1…');
+}
+
+export function fhirRouter(deps: PipelineDeps): Router {
+  const router = express.Router();
+  const body = express.raw({ type: () => true, limit: deps.maxBodyBytes ?? 16 * 1024 * 1024 });
+
+  router.all(['/fhir', '/fhir/*path'], body, async (req: Request, res: Response) => {
+    const recorded = new Date().toISOString();
+    const requestId = acceptedRequestId(req.get('x-request-id'));
+    res.setHeader('X-Request-Id', requestId);
+    let route: FhirRoute | undefined;
+    let ctx: RequestContext | undefined;
+    let exchange: Exchange | undefined;
+    let reply: Reply & { desc?: string };
+    try {
+      checkFormat(req);
+      if (methodOverrideHeaders.some((h) => req.get(h) !== undefined)) throw new GatewayError(400, 'not-supported', 'method override headers are not accepted');
+      route = parseFhirRoute(req.method, rawPathOf(req));
+      if (route.interaction === 'capabilities') {
+        return send(res, req, { status: 200, body: await capabilityStatement(deps.upstream, deps.fhirBase, deps.smart, requestId) });
+      }
+      if (route.interaction === 'smart-configuration') {
+        res.status(200).type('application/json').json(smartConfigurationDocument(deps.smart));
+        return;
+      }
+      const claims = await deps.verifier.verify(bearerToken(req.get('authorization')));
+      ctx = buildRequestContext(claims, { requestId, categoryHeader: req.headers.category }, deps.policy);
+      const requester = await deps.store.resolveRequester(ctx);
+      const session = new DisclosureSession({ policies: deps.store, policy: deps.policy, now: deps.now() }, ctx, requester);
+      const rawQuery = rawQueryOf(req);
+      exchange = {
+        deps,
+        ctx,
+        requester,
+        session,
+        query: new URLSearchParams(rawQuery),
+        rawQuery,
+        headers: req.headers,
+        body: Buffer.isBuffer(req.body) && req.body.length > 0 ? req.body : undefined,
+        namedPatients: new Set(),
+      };
+      reply = await dispatch(exchange, route, req.method, req);
+    } catch (err) {
+      reply = errorReply(err, deps, requestId);
+    }
+
+    const record: DisclosureRecord = {
+      requestId,
+      recorded,
+      interaction: route ? auditInteraction(route) : 'operation',
+      method: req.method,
+      query: auditedQuery(req),
+      resourceType: route && 'resourceType' in route ? route.resourceType : undefined,
+      outcome: reply.status < 400 ? 'success' : reply.status < 500 ? 'refused' : 'error',
+      httpStatus: reply.status,
+      outcomeDesc: reply.status >= 400 ? reply.desc : undefined,
+      context: ctx,
+      clientId: ctx?.clientId,
+      breakGlassAttempt: ctx ? ctx.breakGlass.requested && !ctx.breakGlass.inEffect : categoryRequestsBreakGlass(req.headers.category),
+      patients: exchange?.session.disclosures() ?? [],
+      requestedPatients: exchange ? [...exchange.namedPatients] : [],
+      clientAddress: req.socket.remoteAddress,
+    };
+    const auditStarted = performance.now();
+    try {
+      await deps.audit.record(record);
+      deps.metrics.auditAppendLatency.observe((performance.now() - auditStarted) / 1000);
+    } catch (err) {
+      // No durable audit, no release (SPEC §6).
+      deps.logger.error({ requestId, err: { message: (err as Error).message } }, 'audit journal write failed');
+      reply = { status: 503, body: operationOutcome('transient', 'the audit journal is unavailable; nothing was released') };
+    }
+    deps.metrics.requests.inc({ interaction: record.interaction, status: String(reply.status) });
+    if (exchange) {
+      const s = exchange.session;
+      for (const layer of s.withheldLayers) deps.metrics.withheld.inc({ layer });
+      for (const p of record.patients) {
+        deps.metrics.decisions.inc({ outcome: 'permit' }, p.released.length - p.redacted.length);
+        deps.metrics.decisions.inc({ outcome: 'redact' }, p.redacted.length);
+        deps.metrics.decisions.inc({ outcome: 'deny' }, p.withheld.length);
+        if (p.redacted.length) deps.metrics.redacted.inc(p.redacted.length);
+      }
+    }
+    send(res, req, reply);
+  });
+  return router;
+}
+
+function send(res: Response, req: Request, reply: Reply): void {
+  for (const [name, value] of Object.entries(reply.headers ?? {})) if (value !== undefined) res.setHeader(name, value);
+  res.status(reply.status);
+  if (reply.body === undefined || req.method === 'HEAD') {
+    res.end();
+    return;
+  }
+  res.setHeader('Content-Type', fhirJson);
+  res.end(JSON.stringify(reply.body as Resource));
+}
+
+/** Express's own errors (body too large, bad JSON framing) as OperationOutcomes. */
+export function fhirErrorHandler(err: unknown, req: Request, res: Response, next: (err?: unknown) => void): void {
+  if (res.headersSent) return next(err);
+  const status = typeof (err as { status?: unknown }).status === 'number' ? (err as { status: number }).status : 500;
+  const text = status === 413 ? 'the request body is too large' : status < 500 ? 'the request could not be read' : 'the gateway failed';
+  res.status(status).setHeader('Content-Type', fhirJson);
+  res.end(JSON.stringify(operationOutcome(status === 413 ? 'too-costly' : status < 500 ? 'invalid' : 'exception', text)));
+  void req;
+}

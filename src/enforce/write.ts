@@ -1,0 +1,93 @@
+// Writes pass when the scopes allow them (SPEC §5). Conditional writes are refused except for system/
+// clients, since their criteria can test for withheld data. Consent and Flag writes invalidate the
+// patient's cached policy at once.
+import type { Resource } from '@medplum/fhirtypes';
+import { patientsOf } from '../fhir/compartment.ts';
+import { badRequest, forbidden, GatewayError, notFound } from '../fhir/outcome.ts';
+import type { ScopeInteraction } from '../provenance/context.ts';
+import type { Exchange, Reply } from './exchange.ts';
+import { requireScope } from './interactions.ts';
+
+export type WriteKind = 'create' | 'update' | 'patch' | 'delete';
+
+const scopeFor: Record<WriteKind, ScopeInteraction> = { create: 'c', update: 'u', patch: 'u', delete: 'd' };
+const policyTypes = new Set(['Consent', 'Flag', 'Group', 'CareTeam', 'PractitionerRole', 'Patient', 'Encounter']);
+
+function patientOnly(x: Exchange): boolean {
+  return x.ctx.kinds.has('patient') && !x.ctx.kinds.has('user') && !x.ctx.kinds.has('system');
+}
+
+function parseBody(body: Buffer | undefined, resourceType: string, id?: string): Resource {
+  if (!body || body.length === 0) throw badRequest('a resource body is required');
+  let resource: Resource;
+  try {
+    resource = JSON.parse(body.toString('utf8')) as Resource;
+  } catch {
+    throw badRequest('the body is not valid JSON', 'structure');
+  }
+  if (!resource || typeof resource !== 'object' || resource.resourceType !== resourceType) throw badRequest('the body is not a resource of the type in the path');
+  if (id !== undefined && resource.id !== id) throw badRequest('the resource id does not match the id in the path');
+  return resource;
+}
+
+/** A patient/ client may write only inside its own patient's compartment. */
+function confineWrite(x: Exchange, resource: Resource | undefined): void {
+  if (!patientOnly(x) || !resource) return;
+  const patients = patientsOf(resource);
+  if (patients.length === 0 || patients.some((p) => p !== x.ctx.patient)) throw forbidden();
+}
+
+export async function write(x: Exchange, kind: WriteKind, resourceType: string, id: string | undefined, body?: Buffer): Promise<Reply> {
+  requireScope(x, resourceType, scopeFor[kind]);
+  const conditional = (kind !== 'create' && id === undefined) || (kind === 'create' && x.headers['if-none-exist'] !== undefined);
+  if (conditional && !x.ctx.kinds.has('system')) throw forbidden();
+  if (id === undefined && kind !== 'create' && x.rawQuery === '') throw badRequest('a conditional write needs search criteria');
+
+  const resource = kind === 'create' || kind === 'update' ? parseBody(body, resourceType, id) : undefined;
+  if (kind === 'create' && resource) delete (resource as { id?: string }).id;
+  confineWrite(x, resource);
+  let previous: Resource | undefined;
+  if (id !== undefined && kind !== 'create') {
+    const read = await x.deps.upstream.readJson<Resource>(`${resourceType}/${id}`, { requestId: x.ctx.requestId });
+    if (read.status < 300) previous = read.resource;
+    else if (kind !== 'update') throw notFound();
+    if (patientOnly(x) && previous) confineWrite(x, previous);
+  }
+
+  const path = id === undefined ? `${resourceType}${x.rawQuery ? `?${x.rawQuery}` : ''}` : `${resourceType}/${id}`;
+  const headers: Record<string, string> = {};
+  if (kind === 'patch') headers['content-type'] = String(x.headers['content-type'] ?? 'application/json-patch+json');
+  else if (resource) headers['content-type'] = 'application/fhir+json';
+  const ifNoneExist = x.headers['if-none-exist'];
+  if (kind === 'create' && typeof ifNoneExist === 'string') headers['if-none-exist'] = ifNoneExist;
+  const ifMatch = x.headers['if-match'];
+  if (typeof ifMatch === 'string') headers['if-match'] = ifMatch;
+  const method = { create: 'POST', update: 'PUT', patch: 'PATCH', delete: 'DELETE' }[kind];
+  const response = await x.deps.upstream.request({
+    method,
+    path,
+    headers,
+    body: kind === 'patch' ? body : resource ? JSON.stringify(resource) : undefined,
+    requestId: x.ctx.requestId,
+    strict: true,
+  });
+
+  if (policyTypes.has(resourceType)) {
+    for (const r of [resource, previous, response.json as Resource | undefined]) {
+      if (r && typeof r === 'object' && 'resourceType' in r) for (const p of patientsOf(r)) x.deps.store.invalidate(p);
+    }
+    if (resourceType === 'Patient' && id) x.deps.store.invalidate(id);
+  }
+
+  if (response.status >= 400) {
+    // The upstream's own outcome may echo stored data; the client gets the status with the gateway's words.
+    const status = response.status === 404 || response.status === 410 ? 404 : response.status === 409 || response.status === 412 ? response.status : 400;
+    throw new GatewayError(status, status === 404 ? 'not-found' : status === 400 ? 'invalid' : 'conflict', `the upstream server refused the ${kind}`);
+  }
+  const written = response.json as Resource | undefined;
+  const out: Record<string, string> = {};
+  if (written?.meta?.versionId) out.ETag = `W/"${written.meta.versionId}"`;
+  if (written?.id && (kind === 'create' || kind === 'update')) out.Location = `${x.deps.fhirBase}/${resourceType}/${written.id}/_history/${written.meta?.versionId ?? '1'}`;
+  for (const p of patientsOf(written ?? resource ?? previous ?? { resourceType: 'Basic' } as Resource)) x.namedPatients.add(p);
+  return { status: response.status, body: kind === 'delete' ? undefined : written, headers: out };
+}
