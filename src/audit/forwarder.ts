@@ -1,0 +1,307 @@
+// Copies the audit journal to the upstream as AuditEvent resources (SPEC §6): FHIR batch Bundles of
+// `PUT AuditEvent/<id>` (idempotent, so a resend after a crash never duplicates), a checkpoint written
+// atomically after each accepted batch, exponential backoff while the upstream fails.
+import { open, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { AuditEvent, Bundle, BundleEntry } from '@medplum/fhirtypes';
+import type { AuditJournal } from './journal.ts';
+import { CHECKPOINT_FILE, listSegments, parseEntry, type JournalEntry } from './segment.ts';
+
+export interface ForwarderLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+export interface AuditForwarderOptions {
+  readonly dir: string;
+  /** The in-process journal: the forwarder follows its commits and never reads past what it acknowledged. */
+  readonly journal?: AuditJournal;
+  /** Sends a batch Bundle to the upstream FHIR base and returns its batch-response. */
+  readonly postBatch: (bundle: Bundle) => Promise<Bundle>;
+  readonly batchSize?: number;
+  /** How often to look for new events when no journal notifies (and as a fallback). */
+  readonly intervalMs?: number;
+  readonly backoff?: { readonly initialMs?: number; readonly maxMs?: number };
+  readonly logger?: ForwarderLogger;
+}
+
+export interface ForwarderCheckpoint {
+  readonly lastSeq: number;
+  readonly lastHash?: string;
+}
+
+export class ForwardRejectedError extends Error {
+  readonly code = 'audit-forward-rejected';
+}
+
+/** Largest chunk read from a segment at once; a batch needs far less. */
+const READ_CHUNK = 1024 * 1024;
+
+interface Cursor {
+  segment: string;
+  offset: number;
+  /** Seq of the last entry before `offset`. */
+  seq: number;
+}
+
+export class AuditForwarder {
+  private readonly dir: string;
+  private readonly journal?: AuditJournal;
+  private readonly postBatch: (bundle: Bundle) => Promise<Bundle>;
+  private readonly batchSize: number;
+  private readonly intervalMs: number;
+  private readonly backoffInitialMs: number;
+  private readonly backoffMaxMs: number;
+  private readonly logger?: ForwarderLogger;
+
+  private checkpoint: ForwarderCheckpoint | undefined;
+  private cursor: Cursor | undefined;
+  /** Highest seq seen in the journal (from the journal or from reading). */
+  private knownLastSeq = 0;
+  /** When the oldest event not yet forwarded was recorded (ms), for lag(). */
+  private oldestPendingAt: number | undefined;
+  private running = false;
+  private loop: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  private inBackoff = false;
+  private failures = 0;
+  private exclusive: Promise<unknown> = Promise.resolve();
+  private unsubscribe: (() => void) | undefined;
+  private counters = { batches: 0, events: 0, failures: 0 };
+
+  constructor(opts: AuditForwarderOptions) {
+    this.dir = opts.dir;
+    this.journal = opts.journal;
+    this.postBatch = opts.postBatch;
+    this.batchSize = opts.batchSize ?? 100;
+    this.intervalMs = opts.intervalMs ?? 1000;
+    this.backoffInitialMs = opts.backoff?.initialMs ?? 500;
+    this.backoffMaxMs = opts.backoff?.maxMs ?? 30_000;
+    this.logger = opts.logger;
+  }
+
+  /** Follows the journal until stop(). */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.unsubscribe = this.journal?.onCommit((lastSeq) => {
+      this.knownLastSeq = Math.max(this.knownLastSeq, lastSeq);
+      this.oldestPendingAt ??= Date.now();
+      // New events do not cut a backoff short: a failing upstream is not hammered under load.
+      if (!this.inBackoff) this.wake?.();
+    });
+    this.loop = this.run();
+  }
+
+  /** Stops following, then forwards what it still can (until caught up or the upstream fails). */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    this.unsubscribe?.();
+    this.wake?.();
+    await this.loop;
+    try {
+      while ((await this.forwardOnce()) > 0) {
+        // drain
+      }
+    } catch (err) {
+      this.logger?.warn({ err: describe(err), lag: this.lag().events }, 'audit forwarder stopped with events not yet forwarded');
+    }
+  }
+
+  /** Events in the journal not yet accepted by the upstream, and how long the oldest has waited. */
+  lag(): { events: number; seconds: number } {
+    const last = Math.max(this.knownLastSeq, this.journal?.lastSeq ?? 0);
+    const events = Math.max(0, last - (this.checkpoint?.lastSeq ?? 0));
+    const seconds = events > 0 && this.oldestPendingAt !== undefined ? Math.max(0, (Date.now() - this.oldestPendingAt) / 1000) : 0;
+    return { events, seconds };
+  }
+
+  stats(): { batches: number; events: number; failures: number } {
+    return { ...this.counters };
+  }
+
+  /** Forwards the next batch after the checkpoint; resolves with how many events the upstream accepted. */
+  forwardOnce(): Promise<number> {
+    const run = this.exclusive.then(() => this.forwardBatch());
+    this.exclusive = run.catch(() => undefined);
+    return run;
+  }
+
+  private async run(): Promise<void> {
+    while (this.running) {
+      let forwarded = 0;
+      try {
+        forwarded = await this.forwardOnce();
+        this.failures = 0;
+      } catch (err) {
+        this.failures += 1;
+        this.counters.failures += 1;
+        const delay = Math.min(this.backoffMaxMs, this.backoffInitialMs * 2 ** (this.failures - 1));
+        this.logger?.warn({ err: describe(err), attempt: this.failures, retryInMs: delay, lag: this.lag().events }, 'audit forward failed; retrying');
+        this.inBackoff = true;
+        await this.sleep(delay);
+        this.inBackoff = false;
+        continue;
+      }
+      if (forwarded === 0 && this.running) await this.sleep(this.intervalMs);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        if (this.wake === done) this.wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      this.wake = done;
+    });
+  }
+
+  private async forwardBatch(): Promise<number> {
+    const checkpoint = await this.loadCheckpoint();
+    const limit = this.journal?.lastSeq ?? Number.POSITIVE_INFINITY;
+    const entries = await this.readAfter(checkpoint.lastSeq, Math.min(this.batchSize, limit - checkpoint.lastSeq));
+    if (entries.length === 0) {
+      if (this.lag().events === 0) this.oldestPendingAt = undefined;
+      return 0;
+    }
+    this.oldestPendingAt = Date.parse(entries[0].event.recorded) || this.oldestPendingAt || Date.now();
+    const bundle: Bundle = {
+      resourceType: 'Bundle',
+      type: 'batch',
+      entry: entries.map((e): BundleEntry => {
+        const resource: AuditEvent = { ...e.event, id: e.event.id ?? idFromHash(e.hash) };
+        return { resource, request: { method: 'PUT', url: `AuditEvent/${resource.id}` } };
+      }),
+    };
+    const response = await this.postBatch(bundle);
+    // Advance over the accepted prefix only; a rejected entry is sent again (PUT is idempotent).
+    const accepted = acceptedPrefix(response, entries.length);
+    if (accepted > 0) {
+      const last = entries[accepted - 1];
+      await this.saveCheckpoint({ lastSeq: last.seq, lastHash: last.hash });
+      this.counters.batches += 1;
+      this.counters.events += accepted;
+      this.oldestPendingAt = accepted < entries.length ? Date.parse(entries[accepted].event.recorded) || Date.now() : undefined;
+    }
+    if (accepted < entries.length) {
+      throw new ForwardRejectedError(`upstream rejected audit event seq ${entries[accepted].seq} (${statusOf(response, accepted) ?? 'no response entry'})`);
+    }
+    return accepted;
+  }
+
+  private async loadCheckpoint(): Promise<ForwarderCheckpoint> {
+    if (this.checkpoint !== undefined) return this.checkpoint;
+    try {
+      const parsed = JSON.parse(await readFile(join(this.dir, CHECKPOINT_FILE), 'utf8')) as { lastSeq?: unknown; lastHash?: unknown };
+      const lastSeq = typeof parsed.lastSeq === 'number' && Number.isSafeInteger(parsed.lastSeq) ? parsed.lastSeq : 0;
+      this.checkpoint = { lastSeq, lastHash: typeof parsed.lastHash === 'string' ? parsed.lastHash : undefined };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      this.checkpoint = { lastSeq: 0 };
+    }
+    return this.checkpoint;
+  }
+
+  /** Write to a temporary file, fsync, rename over the old one, fsync the directory: never a half checkpoint. */
+  private async saveCheckpoint(checkpoint: ForwarderCheckpoint): Promise<void> {
+    const path = join(this.dir, CHECKPOINT_FILE);
+    const temporary = `${path}.tmp`;
+    await writeFile(temporary, JSON.stringify({ ...checkpoint, updatedAt: new Date().toISOString() }) + '\n');
+    const handle = await open(temporary, 'r+');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temporary, path);
+    const dirHandle = await open(this.dir, 'r');
+    try {
+      await dirHandle.sync();
+    } finally {
+      await dirHandle.close();
+    }
+    this.checkpoint = checkpoint;
+  }
+
+  /** Up to `max` complete entries with seq > `afterSeq`, read from where the last batch stopped. */
+  private async readAfter(afterSeq: number, max: number): Promise<JournalEntry[]> {
+    if (max <= 0) return [];
+    if (this.cursor === undefined || this.cursor.seq !== afterSeq) this.cursor = await this.locate(afterSeq);
+    if (this.cursor === undefined) return [];
+    const entries: JournalEntry[] = [];
+    const cursor = this.cursor;
+    while (entries.length < max) {
+      const chunk = await readChunk(join(this.dir, cursor.segment), cursor.offset);
+      const end = chunk.lastIndexOf(0x0a) + 1;
+      if (end === 0 && chunk.length === READ_CHUNK) throw new Error(`audit journal line longer than ${READ_CHUNK} bytes in ${cursor.segment}`);
+      let consumed = 0;
+      if (end > 0) {
+        for (const line of chunk.subarray(0, end - 1).toString('utf8').split('\n')) {
+          if (entries.length >= max) break;
+          consumed += Buffer.byteLength(line, 'utf8') + 1;
+          const entry = parseEntry(line);
+          if (entry === undefined) throw new Error(`unreadable audit journal line in ${cursor.segment} after seq ${cursor.seq}`);
+          cursor.seq = entry.seq;
+          this.knownLastSeq = Math.max(this.knownLastSeq, entry.seq);
+          if (entry.seq > afterSeq) entries.push(entry);
+        }
+        cursor.offset += consumed;
+      }
+      if (entries.length >= max || chunk.length === READ_CHUNK) continue;
+      // End of this segment: move on only when the next one exists and continues the sequence.
+      const next = (await listSegments(this.dir)).find((s) => s.firstSeq === cursor.seq + 1);
+      if (next === undefined || next.name === cursor.segment) break;
+      cursor.segment = next.name;
+      cursor.offset = 0;
+    }
+    return entries;
+  }
+
+  private async locate(afterSeq: number): Promise<Cursor | undefined> {
+    const segments = await listSegments(this.dir);
+    let chosen: { name: string; firstSeq: number } | undefined;
+    for (const s of segments) if (s.firstSeq <= afterSeq + 1) chosen = s;
+    if (chosen === undefined) return undefined;
+    return { segment: chosen.name, offset: 0, seq: chosen.firstSeq - 1 };
+  }
+}
+
+async function readChunk(path: string, offset: number): Promise<Buffer> {
+  const handle = await open(path, 'r');
+  try {
+    const buffer = Buffer.alloc(READ_CHUNK);
+    const { bytesRead } = await handle.read(buffer, 0, READ_CHUNK, offset);
+    return buffer.subarray(0, bytesRead);
+  } finally {
+    await handle.close();
+  }
+}
+
+function statusOf(response: Bundle, index: number): string | undefined {
+  return response.entry?.[index]?.response?.status;
+}
+
+function acceptedPrefix(response: Bundle, sent: number): number {
+  if (response.resourceType !== 'Bundle' || (response.entry?.length ?? 0) !== sent) return 0;
+  let accepted = 0;
+  while (accepted < sent) {
+    const status = Number.parseInt(statusOf(response, accepted) ?? '', 10);
+    if (!(status >= 200 && status < 300)) break;
+    accepted += 1;
+  }
+  return accepted;
+}
+
+/** A stable id for an event journaled without one: derived from its hash, so a resend reuses it. */
+function idFromHash(hash: string): string {
+  return `${hash.slice(0, 8)}-${hash.slice(8, 12)}-${hash.slice(12, 16)}-${hash.slice(16, 20)}-${hash.slice(20, 32)}`;
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,135 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Bundle } from '@medplum/fhirtypes';
+import { AuditForwarder } from '../../src/audit/forwarder.ts';
+import { AuditJournal } from '../../src/audit/journal.ts';
+import { CHECKPOINT_FILE } from '../../src/audit/segment.ts';
+import { journalEvent } from './fixtures.ts';
+import { startAuditUpstream, until, type AuditUpstream } from './upstream.ts';
+
+const dirs: string[] = [];
+let upstream: AuditUpstream;
+before(async () => {
+  upstream = await startAuditUpstream();
+});
+after(async () => {
+  await upstream.close();
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+});
+
+let counter = 0;
+async function journalWith(count: number): Promise<{ dir: string; journal: AuditJournal; ids: string[] }> {
+  const dir = await mkdtemp(join(tmpdir(), 'audit-forward-'));
+  dirs.push(dir);
+  const journal = await AuditJournal.open(dir, { maxSegmentBytes: 16 * 1024 });
+  const ids = await appendMore(journal, count);
+  return { dir, journal, ids };
+}
+
+async function appendMore(journal: AuditJournal, count: number): Promise<string[]> {
+  const ids = Array.from({ length: count }, () => `${process.pid}-${++counter}`);
+  await Promise.all(ids.map((id) => journal.append([journalEvent(id)])));
+  return ids;
+}
+
+async function upstreamIds(): Promise<string[]> {
+  return (await upstream.auditEvents()).map((e) => e.id as string);
+}
+
+async function assertDeliveredOnce(ids: readonly string[]): Promise<void> {
+  const present = new Set(await upstreamIds());
+  for (const id of ids) assert.ok(present.has(id), `AuditEvent/${id} upstream`);
+  for (const id of ids) assert.equal(await upstream.versions(id), 1, `AuditEvent/${id} written exactly once`);
+}
+
+async function checkpointSeq(dir: string): Promise<number> {
+  return (JSON.parse(await readFile(join(dir, CHECKPOINT_FILE), 'utf8')) as { lastSeq: number }).lastSeq;
+}
+
+describe('audit forwarder', () => {
+  test('delivers every event exactly once, across segments, and follows the journal as it grows', async () => {
+    const before = (await upstreamIds()).length;
+    const { dir, journal, ids } = await journalWith(250);
+    const forwarder = new AuditForwarder({ dir, journal, postBatch: (b) => upstream.postBatch(b), batchSize: 40, intervalMs: 5000 });
+    forwarder.start();
+    await until(() => forwarder.lag().events === 0);
+    // Follows new commits without waiting for the poll interval.
+    const more = await appendMore(journal, 15);
+    await until(() => forwarder.lag().events === 0);
+    await forwarder.stop();
+    await journal.close();
+    assert.equal((await upstreamIds()).length - before, 265, 'nothing duplicated');
+    await assertDeliveredOnce([...ids, ...more]);
+    assert.equal(await checkpointSeq(dir), 265);
+    assert.deepEqual(forwarder.lag(), { events: 0, seconds: 0 });
+  });
+
+  test('resumes from its checkpoint after being stopped mid-way', async () => {
+    const { dir, journal, ids } = await journalWith(100);
+    await journal.close();
+    const first = new AuditForwarder({ dir, postBatch: (b) => upstream.postBatch(b), batchSize: 30 });
+    assert.equal(await first.forwardOnce(), 30);
+    assert.equal(await first.forwardOnce(), 30);
+    assert.equal(await checkpointSeq(dir), 60);
+    // A new process: nothing shared but the directory.
+    const second = new AuditForwarder({ dir, postBatch: (b) => upstream.postBatch(b), batchSize: 30, intervalMs: 20 });
+    second.start();
+    await until(async () => (await checkpointSeq(dir)) === 100);
+    await second.stop();
+    await assertDeliveredOnce(ids);
+  });
+
+  test('retries with backoff while the upstream fails, then delivers everything once', async () => {
+    const { dir, journal, ids } = await journalWith(50);
+    upstream.failing = true;
+    const forwarder = new AuditForwarder({ dir, journal, postBatch: (b) => upstream.postBatch(b), batchSize: 20, backoff: { initialMs: 5, maxMs: 40 } });
+    forwarder.start();
+    try {
+      await until(() => forwarder.stats().failures >= 4);
+      assert.equal(forwarder.lag().events, 50, 'nothing counted as forwarded while failing');
+    } finally {
+      upstream.failing = false;
+    }
+    await until(() => forwarder.lag().events === 0);
+    await forwarder.stop();
+    await journal.close();
+    await assertDeliveredOnce(ids);
+  });
+
+  test('a lost response (upstream applied, checkpoint not written) is resent idempotently: no duplicate', async () => {
+    const { dir, journal, ids } = await journalWith(30);
+    await journal.close();
+    let lose = true;
+    const postBatch = async (bundle: Bundle): Promise<Bundle> => {
+      const response = await upstream.postBatch(bundle);
+      if (lose) {
+        lose = false;
+        throw new Error('connection reset before the response arrived');
+      }
+      return response;
+    };
+    const forwarder = new AuditForwarder({ dir, postBatch, batchSize: 30 });
+    await assert.rejects(forwarder.forwardOnce(), /connection reset/);
+    assert.equal(await forwarder.forwardOnce(), 30);
+    const present = new Set(await upstreamIds());
+    assert.equal(ids.filter((id) => present.has(id)).length, 30);
+    for (const id of ids) assert.equal(await upstream.versions(id), 2, 'sent twice, stored once (PUT by id)');
+  });
+
+  test('an entry the upstream rejects stops the checkpoint there', async () => {
+    const { dir, journal } = await journalWith(10);
+    await journal.close();
+    const postBatch = async (bundle: Bundle): Promise<Bundle> => {
+      const response = await upstream.postBatch(bundle);
+      const entry = response.entry?.map((e, i) => (i === 4 ? { response: { status: '400 Bad Request' } } : e));
+      return { ...response, entry };
+    };
+    const forwarder = new AuditForwarder({ dir, postBatch, batchSize: 10 });
+    await assert.rejects(forwarder.forwardOnce(), /rejected audit event seq 5/);
+    assert.equal(await checkpointSeq(dir), 4);
+    assert.equal(forwarder.lag().events, 6);
+  });
+});
