@@ -1,0 +1,15 @@
+// The upstream client: the one way to the FHIR server (SPEC §2 settings, §5 failures).
+export { UpstreamError, isUpstreamError, type UpstreamErrorCode, type UpstreamErrorStatus } from './errors.ts';
+export {
+  createUpstreamClient,
+  isJsonContentType,
+  DEFAULT_UPSTREAM_MAX_BYTES,
+  DEFAULT_UPSTREAM_TIMEOUT_MS,
+  type SearchAllOptions,
+  type SearchAllResult,
+  type UpstreamClient,
+  type UpstreamClientOptions,
+  type UpstreamRequestOptions,
+  type UpstreamResponse,
+} from './client.ts';
+export { parseUpstreamBase, rewriteUpstreamUrl, upstreamRequestTarget, type UpstreamBase } from './url.ts';
