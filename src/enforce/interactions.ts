@@ -4,7 +4,7 @@ import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { isPatientCompartmentType } from '../fhir/compartment.ts';
 import { forbidden, GatewayError, notFound } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
-import { confineSearch } from '../provenance/confine.ts';
+import { confineSearch, patientsNamedBy } from '../provenance/confine.ts';
 import { allows, grantedQueries } from '../provenance/scopes.ts';
 import type { CursorState } from './cursor.ts';
 import type { Exchange, Reply } from './exchange.ts';
@@ -131,7 +131,7 @@ export async function search(
     params: sanitised.upstream,
     interaction,
   });
-  for (const id of patientIdsIn(confined, compartmentId)) x.namedPatients.add(id);
+  for (const id of patientsNamedBy(resourceType, confined, compartmentId ? { type: 'Patient', id: compartmentId } : undefined).ids) x.namedPatients.add(id);
   if (resourceType) narrowToGrantedQuery(x, resourceType, confined);
   const path = compartmentId ? `Patient/${compartmentId}/${resourceType}` : (resourceType ?? '');
   const self = `${x.deps.fhirBase}/${path}${x.rawQuery ? `?${x.rawQuery}` : ''}`;
@@ -154,19 +154,6 @@ export async function search(
     self,
     'searchset',
   );
-}
-
-function patientIdsIn(params: URLSearchParams, compartmentId?: string): string[] {
-  const ids = compartmentId ? [compartmentId] : [];
-  for (const name of ['patient', 'subject', 'beneficiary']) {
-    for (const value of params.getAll(name)) {
-      for (const v of value.split(',')) {
-        const match = /^(?:.*\/)?(?:Patient\/)?([A-Za-z0-9\-.]{1,64})$/.exec(v.trim());
-        if (match && (!v.includes('/') || v.includes('Patient/'))) ids.push(match[1]);
-      }
-    }
-  }
-  return ids;
 }
 
 export async function history(x: Exchange, target: { readonly resourceType?: string; readonly id?: string }, params: URLSearchParams): Promise<Reply> {
