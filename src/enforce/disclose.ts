@@ -98,6 +98,7 @@ export class DisclosureSession {
 
   /** Loads and compiles the policies of every patient these resources name; call before `decide`. */
   async prepare(resources: Iterable<Resource>, extraPatients: readonly string[] = []): Promise<void> {
+    // A caller may name patients explicitly (a Binary's security context), so those are loaded too.
     const wanted = new Set<string>(extraPatients);
     for (const resource of resources) for (const id of patientsOf(resource)) if (!this.compiled.has(id)) wanted.add(id);
     for (const id of this.compiled.keys()) wanted.delete(id);
@@ -117,9 +118,13 @@ export class DisclosureSession {
     return compiled;
   }
 
-  private decideRaw(resource: Resource, access: ScopeInteraction, patients: readonly string[]): Decision {
+  private decideRaw(resource: Resource, access: ScopeInteraction, patients: readonly string[], contextChecked = false): Decision {
     const ctx = this.ctx;
     if (!resourceMatchesScopes(ctx, resource, access)) return refusal('scope', 'outside the granted SMART scopes');
+    if (resource.resourceType === 'Binary' && !contextChecked && resource.securityContext?.reference && patientsOf(resource).length === 0) {
+      // Its security context decides a Binary; only a read resolves that context (interactions.read).
+      return refusal('security-context', 'a Binary governed by another resource is released only by reading it');
+    }
     if (resource.resourceType === 'AuditEvent') {
       return ctx.kinds.has('patient') && !ctx.kinds.has('user') && !ctx.kinds.has('system') ? refusal('scope', 'audit records need an auditor scope') : auditRecordAccess;
     }
@@ -155,9 +160,9 @@ export class DisclosureSession {
   }
 
   /** Decides one resource and, unless told not to, records the outcome in each of its patients' accounts. */
-  decide(resource: Resource, access: ScopeInteraction = 'r', opts: { readonly record?: boolean } = {}): Verdict {
-    const patients = patientsOf(resource);
-    const decision = this.withContainedDecided(this.decideRaw(resource, access, patients), resource, access, patients);
+  decide(resource: Resource, access: ScopeInteraction = 'r', opts: { readonly record?: boolean; readonly patients?: readonly string[]; readonly contextChecked?: boolean } = {}): Verdict {
+    const patients = opts.patients ?? patientsOf(resource);
+    const decision = this.withContainedDecided(this.decideRaw(resource, access, patients, opts.contextChecked), resource, access, patients);
     if (opts.record === false) {
       return decision.outcome === 'deny' ? { released: false, decision, patients } : { released: true, resource: applyObligations(resource, decision), decision, patients };
     }

@@ -4,6 +4,7 @@ import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { isPatientCompartmentType } from '../fhir/compartment.ts';
 import { forbidden, GatewayError, notFound } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
+import { relativeReference } from '../provenance/build-context.ts';
 import { confineSearch, patientsNamedBy } from '../provenance/confine.ts';
 import { allows, grantedQueries } from '../provenance/scopes.ts';
 import type { CursorState } from './cursor.ts';
@@ -72,10 +73,33 @@ export async function read(x: Exchange, resourceType: string, id: string, versio
     }
     target = version;
   }
-  await x.session.prepare([target]);
-  const verdict = x.session.decide(target, 'r');
+  const contextPatients = target.resourceType === 'Binary' ? await binarySecurityContext(x, target) : undefined;
+  await x.session.prepare([target], contextPatients ?? []);
+  const verdict = x.session.decide(target, 'r', { patients: contextPatients, contextChecked: target.resourceType === 'Binary' });
   if (!verdict.released) throw concealed(x);
   return { status: 200, body: verdict.resource, headers: etagHeaders(verdict.resource) };
+}
+
+/**
+ * A Binary is governed by its securityContext (FHIR R4 Binary): released only when the resource it names
+ * may be seen, and decided for that resource's patients. Returns those patients.
+ */
+async function binarySecurityContext(x: Exchange, binary: Resource): Promise<string[] | undefined> {
+  const reference = (binary as { securityContext?: { reference?: string } }).securityContext?.reference;
+  if (!reference) return undefined;
+  const relative = relativeReference(reference);
+  if (!relative) throw concealed(x);
+  const [type, id] = relative.split('/');
+  if (type === 'Patient') return [id];
+  const context = await readUpstreamResource(x, relative, type, id);
+  if (!context) throw concealed(x); // a context that cannot be read cannot vouch for the Binary
+  await x.session.prepare([context]);
+  const verdict = x.session.decide(context, 'r', { record: false });
+  if (!verdict.released) {
+    x.session.decide(context, 'r');
+    throw concealed(x);
+  }
+  return verdict.patients.length > 0 ? [...verdict.patients] : undefined;
 }
 
 function upstreamPageSize(count: number): number {
@@ -90,6 +114,25 @@ function withPaging(path: string, params: URLSearchParams, count: number): strin
   return qs ? `${path}?${qs}` : path;
 }
 
+/**
+ * A type-level search continues on its own URL (`Type?_cursor=…&_count=n`): clients that rebuild the next
+ * page from the link's query on the type (MedplumClient.searchResourcePages) can follow it. Others use `_page`.
+ */
+function nextLink(base: string, state: CursorState, sealed: string): string {
+  if (state.interaction === 'search-type' && state.resourceType) return `${base}/${state.resourceType}?_cursor=${sealed}&_count=${state.count}`;
+  return `${base}/_page?cursor=${sealed}`;
+}
+
+/** `Type?_cursor=…`: a continuation, not a new search; anything but paging and format parameters is refused. */
+async function continuation(x: Exchange, resourceType: string, params: URLSearchParams): Promise<Reply> {
+  const cursors = params.getAll('_cursor');
+  for (const name of params.keys()) {
+    if (!['_cursor', '_count', '_format', '_pretty'].includes(name)) throw new GatewayError(400, 'invalid', 'a paging cursor cannot be combined with search parameters');
+  }
+  if (cursors.length !== 1) throw new GatewayError(400, 'invalid', 'invalid paging cursor');
+  return page(x, cursors[0], { interaction: 'search-type', resourceType });
+}
+
 async function respondWithListing(x: Exchange, request: ListingRequest, self: string, type: 'searchset' | 'history'): Promise<Reply> {
   const started = performance.now();
   const result = await runListing(x.deps.upstream, x.session, request, x.deps.fhirBase, {
@@ -97,7 +140,7 @@ async function respondWithListing(x: Exchange, request: ListingRequest, self: st
     currentVersionGate: request.history ? (resources) => currentVersionGate(x, resources) : undefined,
   });
   x.deps.metrics.decisionLatency.observe((performance.now() - started) / 1000);
-  const next = result.next ? `${x.deps.fhirBase}/_page?cursor=${await x.deps.cursors.seal(result.next, x.ctx)}` : undefined;
+  const next = result.next ? nextLink(x.deps.fhirBase, result.next, await x.deps.cursors.seal(result.next, x.ctx)) : undefined;
   const notices = type === 'searchset' ? withheldNotices(x.session, x.ctx, x.deps.policy) : [];
   for (const id of x.namedPatients) x.session.touch(id);
   return { status: 200, body: listingBundle(type, result, { self, next }, notices) };
@@ -117,6 +160,7 @@ export async function search(
   params: URLSearchParams,
 ): Promise<Reply> {
   const { resourceType, compartmentId, interaction } = target;
+  if (interaction === 'search-type' && resourceType && params.has('_cursor')) return continuation(x, resourceType, params);
   if (resourceType) requireScope(x, resourceType, 's');
   else requireScope(x, '*', 's');
   if (compartmentId) {
@@ -202,6 +246,14 @@ async function currentVersionGate(x: Exchange, resources: Resource[]): Promise<S
     for (let i = 0; i < list.length; i += 100) {
       const slice = list.slice(i, i + 100);
       const { resource: bundle, status } = await x.deps.upstream.readJson<Bundle>(`${type}?_id=${slice.join(',')}&_count=${slice.length}`, { requestId: x.ctx.requestId });
+      if (status === 400) {
+        // Not every server searches every type by _id (Binary): read each current version instead.
+        for (const id of slice) {
+          const current = await readUpstreamResource(x, `${type}/${id}`, type, id);
+          if (current) currents.push(current);
+        }
+        continue;
+      }
       if (status >= 400 || bundle.resourceType !== 'Bundle') throw new GatewayError(502, 'exception', 'the upstream failed to read current versions');
       for (const e of bundle.entry ?? []) if (e.resource && e.search?.mode !== 'include') currents.push(e.resource);
     }
@@ -231,8 +283,10 @@ export async function everything(x: Exchange, patientId: string, params: URLSear
 }
 
 /** A next page: the cursor carries where the upstream stands; the scopes are checked again as for the first page. */
-export async function page(x: Exchange, cursor: string): Promise<Reply> {
+export async function page(x: Exchange, cursor: string, expected?: Pick<CursorState, 'interaction' | 'resourceType'>): Promise<Reply> {
   const state: CursorState = await x.deps.cursors.open(cursor, x.ctx);
+  // A cursor continues the listing it was issued for, on that listing's own path.
+  if (expected && (state.interaction !== expected.interaction || state.resourceType !== expected.resourceType)) throw new GatewayError(400, 'invalid', 'invalid paging cursor');
   const history = state.interaction.startsWith('history');
   const access: 'r' | 's' = state.interaction === 'history-instance' ? 'r' : 's';
   requireScope(x, state.resourceType && state.interaction !== 'search-system' && state.interaction !== 'history-system' ? state.resourceType : '*', access);

@@ -78,6 +78,11 @@ function collect(value: unknown, path: ElementPath, depth: number, into: Set<str
 
 /** Bare ids of every patient whose compartment the resource is in. */
 export function patientsOf(resource: Resource): string[] {
+  if (resource.resourceType === 'Binary') {
+    // Binary is in no compartment; a Patient security context makes it that patient's data (FHIR R4 Binary).
+    const id = patientIdOfReference(resource.securityContext?.reference);
+    return id ? [id] : [];
+  }
   const type = compartmentIndex().get(resource.resourceType);
   if (!type) return [];
   const ids = new Set<string>();
