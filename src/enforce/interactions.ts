@@ -289,7 +289,9 @@ export async function page(x: Exchange, cursor: string, expected?: Pick<CursorSt
   if (expected && (state.interaction !== expected.interaction || state.resourceType !== expected.resourceType)) throw new GatewayError(400, 'invalid', 'invalid paging cursor');
   const history = state.interaction.startsWith('history');
   const access: 'r' | 's' = state.interaction === 'history-instance' ? 'r' : 's';
-  requireScope(x, state.resourceType && state.interaction !== 'search-system' && state.interaction !== 'history-system' ? state.resourceType : '*', access);
+  // The first page's own scope check, again: $everything needs Patient read, the rest their type's scope.
+  if (state.interaction === 'operation') requireScope(x, 'Patient', 'r');
+  else requireScope(x, state.resourceType && state.interaction !== 'search-system' && state.interaction !== 'history-system' ? state.resourceType : '*', access);
   return respondWithListing(
     x,
     { ...state, offset: 0, history, access },
