@@ -1,0 +1,113 @@
+// Load generation with wrk (scripts/install-wrk.sh) and the child-process servers of bench/serve.ts.
+import { execFile, fork, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import type { ServeRequest, ServeStats } from './serve.ts';
+
+const run = promisify(execFile);
+
+export interface WrkResult {
+  readonly requests: number;
+  readonly rps: number;
+  readonly p50: number;
+  readonly p99: number;
+  /** Responses that were not 2xx/3xx, plus socket errors. */
+  readonly errors: number;
+}
+
+const unitMs: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000 };
+
+function duration(text: string): number {
+  const match = /^([\d.]+)(us|ms|s|m)$/.exec(text);
+  if (!match) throw new Error(`wrk latency not understood: ${text}`);
+  return Number(match[1]) * unitMs[match[2]];
+}
+
+export async function wrkAvailable(): Promise<boolean> {
+  try {
+    await run('wrk', ['--version']).catch((err: { stdout?: string }) => {
+      // `wrk --version` prints its banner and exits 1.
+      if (!err.stdout?.includes('wrk')) throw err;
+    });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `wrk -t<threads> -c<connections> -d<seconds>s --latency` against one URL with the given headers. */
+export async function wrk(url: string, opts: { connections: number; seconds: number; threads?: number; headers?: Record<string, string> }): Promise<WrkResult> {
+  const args = [`-t${opts.threads ?? 1}`, `-c${opts.connections}`, `-d${opts.seconds}s`, '--latency', '--timeout', '10s'];
+  for (const [name, value] of Object.entries(opts.headers ?? {})) args.push('-H', `${name}: ${value}`);
+  args.push(url);
+  const { stdout } = await run('wrk', args, { maxBuffer: 1 << 20 });
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1] ?? NaN);
+  const requests = Number(/(\d+) requests in/.exec(stdout)?.[1] ?? NaN);
+  const p50 = /\s50%\s+(\S+)/.exec(stdout)?.[1];
+  const p99 = /\s99%\s+(\S+)/.exec(stdout)?.[1];
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0);
+  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(stdout);
+  const socketErrors = socket ? socket.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
+  if (!Number.isFinite(rps) || !p50 || !p99) throw new Error(`wrk output not understood:\n${stdout}`);
+  return { requests, rps, p50: duration(p50), p99: duration(p99), errors: non2xx + socketErrors };
+}
+
+export interface Child {
+  readonly url: string;
+  readonly pid: number;
+  /** Peak resident set size so far (VmHWM), in MB. */
+  peakRssMb(): number;
+  stats(): Promise<ServeStats>;
+  stop(): Promise<void>;
+}
+
+const serveScript = fileURLToPath(new URL('./serve.ts', import.meta.url));
+
+/** Forks bench/serve.ts and starts one server in it; `profileDir` adds `--cpu-prof` there. */
+export async function startChild(req: ServeRequest, opts: { profileDir?: string } = {}): Promise<Child> {
+  const execArgv = ['--import', 'tsx'];
+  if (opts.profileDir) execArgv.push('--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`);
+  const child: ChildProcess = fork(serveScript, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const url = await new Promise<string>((ok, fail) => {
+    const onMessage = (msg: { url?: string; error?: string }): void => {
+      if (msg.url) ok(msg.url);
+      else if (msg.error) fail(new Error(`bench server ${req.role} failed: ${msg.error}`));
+    };
+    child.on('message', onMessage);
+    child.once('exit', (code) => fail(new Error(`bench server ${req.role} exited (${code})`)));
+    child.send(req);
+  });
+  const pid = child.pid as number;
+  return {
+    url,
+    pid,
+    peakRssMb() {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? NaN);
+      return kb / 1024;
+    },
+    stats() {
+      return new Promise((ok) => {
+        const onMessage = (msg: { stats?: ServeStats }): void => {
+          if (!msg.stats) return;
+          child.off('message', onMessage);
+          ok(msg.stats);
+        };
+        child.on('message', onMessage);
+        child.send('stats');
+      });
+    },
+    stop() {
+      return new Promise((ok) => {
+        if (child.exitCode !== null) return ok();
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        child.once('exit', () => {
+          clearTimeout(timer);
+          ok();
+        });
+        child.send('stop');
+      });
+    },
+  };
+}

@@ -1,0 +1,27 @@
+// `npm run bench [-- <name> [options]]`: no name runs the full table (gateway + audit + scaling);
+// a name runs one module's `run(args)`.
+const modules: Record<string, () => Promise<{ run(args: readonly string[]): Promise<void> }>> = {
+  gateway: () => import('./gateway.ts'),
+  audit: () => import('./audit.ts'),
+  scaling: () => import('./scaling.ts'),
+  decide: () => import('./decide.ts') as Promise<{ run(args: readonly string[]): Promise<void> }>,
+  'upstream-search': () => import('./upstream-search.ts') as Promise<{ run(args: readonly string[]): Promise<void> }>,
+  'audit-journal': () => import('./audit-journal.ts') as Promise<{ run(args: readonly string[]): Promise<void> }>,
+  profile: () => import('./profile-summary.ts').then((m) => ({ run: (args: readonly string[]) => m.summariseProfiles(args[0] ?? '.') })),
+};
+
+const [name, ...args] = process.argv.slice(2);
+const started = performance.now();
+if (name === undefined || name.startsWith('--')) {
+  const all = name === undefined ? [] : [name, ...args];
+  for (const part of ['decide', 'gateway', 'audit', 'scaling']) {
+    console.log(`\n=== ${part} ===`);
+    await (await modules[part]()).run(all);
+  }
+} else if (modules[name]) {
+  await (await modules[name]()).run(args);
+} else {
+  console.error(`unknown benchmark ${name}; one of: ${Object.keys(modules).join(', ')}`);
+  process.exitCode = 2;
+}
+console.log(`\nbench finished in ${((performance.now() - started) / 1000).toFixed(0)} s`);

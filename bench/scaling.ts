@@ -1,0 +1,102 @@
+// Scaling note (issue 7 §4): the enforcement cost of one searchset page, in-process, as the bundle size,
+// the number of consents per patient and the number of patients per bundle grow. Upstream answers and
+// policy inputs come from memory (as from the canned upstream and a warm policy cache), so what is timed
+// is parse → decide every entry → shape → stringify, next to parse → stringify of the same bytes.
+import { pathToFileURL } from 'node:url';
+import type { Bundle, Consent, Observation, Resource } from '@medplum/fhirtypes';
+import { policySchema } from '../src/config/policy.ts';
+import type { PatientPolicyInputs, Requester } from '../src/decide/types.ts';
+import { DisclosureSession, type PolicySource } from '../src/enforce/disclose.ts';
+import { listingBundle, runListing, type ListingRequest } from '../src/enforce/listing.ts';
+import { loadSyntheaBundles } from '../src/embedded/upstream/index.ts';
+import { loadFhirDefinitions } from '../src/fhir/definitions.ts';
+import { buildRequestContext } from '../src/provenance/build-context.ts';
+import type { UpstreamClient } from '../src/upstream/index.ts';
+import { REQUESTER, syntheticObservation, withholdingConsents } from './data.ts';
+import { fmt, machine, table } from './setup.ts';
+
+interface Case {
+  readonly entries: number;
+  readonly consents: number;
+  readonly patients: number;
+}
+
+const policy = policySchema.parse({});
+const requester: Requester = { fhirUser: REQUESTER, references: [REQUESTER], identifiers: [], purposes: ['TREAT'], breakGlass: false, clientKind: 'user', action: 'access' };
+
+function pageText(templates: readonly Observation[], c: Case): string {
+  const entry = Array.from({ length: c.entries }, (_, i) => {
+    const patient = `scale-p${i % c.patients}`;
+    const resource: Resource = syntheticObservation(templates[i % templates.length], patient, i, c.consents > 0 ? 'withholding' : 'plain');
+    return { fullUrl: `http://upstream.test/fhir/Observation/${resource.id}`, resource, search: { mode: 'match' as const } };
+  });
+  return JSON.stringify({ resourceType: 'Bundle', type: 'searchset', entry } satisfies Bundle);
+}
+
+function consentsFor(patient: string, count: number): Consent[] {
+  if (count === 0) return [];
+  return withholdingConsents(patient, Math.max(0, count - 4)).slice(0, count);
+}
+
+function timeIt(fn: () => void | Promise<void>, minMs = 400): Promise<number> {
+  return (async () => {
+    for (let i = 0; i < 3; i++) await fn(); // warm-up
+    let runs = 0;
+    const start = performance.now();
+    while (performance.now() - start < minMs) {
+      await fn();
+      runs++;
+    }
+    return (performance.now() - start) / runs;
+  })();
+}
+
+async function measure(templates: readonly Observation[], c: Case): Promise<{ gatewayMs: number; floorMs: number; released: number }> {
+  const text = pageText(templates, c);
+  const inputs = new Map<string, PatientPolicyInputs>();
+  for (let p = 0; p < c.patients; p++) {
+    const id = `scale-p${p}`;
+    inputs.set(id, { patientId: id, consents: consentsFor(id, c.consents), flags: [], memberships: {}, identifiers: {}, careRelationships: [] });
+  }
+  const policies: PolicySource = { loadMany: async (ids) => new Map(ids.map((id) => [id, inputs.get(id) as PatientPolicyInputs])) };
+  const upstream = {
+    baseUrl: 'http://upstream.test/fhir',
+    readJson: async () => ({ status: 200, resource: JSON.parse(text) as Bundle, headers: {} }),
+    rewriteUpstreamUrl: () => null,
+  } as unknown as UpstreamClient;
+  const ctx = buildRequestContext({ client_id: 'bench', sub: 'bench-dr-a', fhirUser: REQUESTER, scope: 'user/Observation.rs' } as never, { requestId: 'scale' }, policy);
+  const request: ListingRequest = {
+    interaction: 'search-type', resourceType: 'Observation', upstream: 'Observation?patient=scale-p0', skip: 0, count: c.entries, offset: 0,
+    includes: [], criteria: [['patient', 'scale-p0']], view: {}, history: false, access: 's', query: 'patient=scale-p0',
+  };
+  let released = 0;
+  const gatewayMs = await timeIt(async () => {
+    const session = new DisclosureSession({ policies, policy, now: new Date('2025-06-15T12:00:00Z') }, ctx, requester);
+    const result = await runListing(upstream, session, request, 'http://gateway.test/fhir', { requestId: 'scale' });
+    released = result.entries.length;
+    JSON.stringify(listingBundle('searchset', result, { self: 'http://gateway.test/fhir/Observation' }, []));
+    session.disclosures();
+  });
+  const floorMs = await timeIt(() => void JSON.stringify(JSON.parse(text)));
+  return { gatewayMs, floorMs, released };
+}
+
+export async function run(): Promise<void> {
+  loadFhirDefinitions();
+  const templates = loadSyntheaBundles().flatMap((b) => (b.entry ?? []).flatMap((e) => (e.resource?.resourceType === 'Observation' ? [e.resource as Observation] : [])));
+  const base: Case = { entries: 100, consents: 4, patients: 1 };
+  const cases: Case[] = [
+    { ...base, entries: 10 }, base, { ...base, entries: 1000 },
+    { ...base, consents: 0 }, { ...base, consents: 1 }, { ...base, consents: 16 }, { ...base, consents: 64 },
+    { ...base, patients: 10 }, { ...base, patients: 50 }, { ...base, patients: 100 },
+  ];
+  const rows: string[][] = [];
+  for (const c of cases) {
+    const m = await measure(templates, c);
+    rows.push([String(c.entries), String(c.consents), String(c.patients), String(m.released), fmt.n(m.gatewayMs, 2), fmt.n((m.gatewayMs * 1000) / c.entries, 1), fmt.n(m.floorMs, 2), `${fmt.n(m.floorMs / m.gatewayMs, 2)}×`]);
+  }
+  console.log(`\nscaling (in-process, one core; ${machine()})\n`);
+  console.log(table(['entries', 'consents/patient', 'patients/bundle', 'released', 'enforce ms/page', 'µs/entry', 'parse floor ms', 'vs floor'], rows));
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) await run();

@@ -1,0 +1,208 @@
+// One server under test per child process (forked by bench/run.ts with `--import tsx`), so its CPU and
+// peak RSS are its own: the canned upstream, the baselines (pass-through, parse floor) and the gateway.
+// Protocol over IPC: parent sends a ServeRequest, child answers { url } once listening; 'stats' → counters;
+// 'stop' → closes and exits (so `--cpu-prof` can write its profile).
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Pool, stream } from 'undici';
+import type { JSONWebKeySet } from 'jose';
+import { createGateway, type Gateway } from '../src/app.ts';
+import { policySchema } from '../src/config/policy.ts';
+import { settingsSchema } from '../src/config/settings.ts';
+import { createLogger } from '../src/ops/logger.ts';
+import { startBareGateway, type BareGateway } from './bare-gateway.ts';
+
+export type ServeRequest =
+  | { readonly role: 'canned'; readonly origin: string }
+  | { readonly role: 'passthrough' | 'floor'; readonly target: string }
+  | { readonly role: 'gateway'; readonly upstreamUrl: string; readonly jwks: JSONWebKeySet; readonly issuer: string }
+  | { readonly role: 'bare-gateway'; readonly upstreamUrl: string; readonly jwks: JSONWebKeySet; readonly issuer: string; readonly audit: 'journal' | 'none' };
+
+export interface ServeStats {
+  readonly requests: number;
+  readonly misses: number;
+  /** Requests per path and parameter names (values dropped), for the canned upstream. */
+  readonly byShape: Record<string, number>;
+}
+
+interface Recorded {
+  readonly status: number;
+  readonly contentType: string;
+  readonly body: Buffer;
+}
+
+let requests = 0;
+let misses = 0;
+const byShape: Record<string, number> = {};
+
+function shapeOf(url: string): string {
+  const [path, query = ''] = url.split('?');
+  const names = [...new URLSearchParams(query).keys()].sort().join('&');
+  return `${path.replace(/\/[^/]+$/, (last) => (/^\/[A-Z]/.test(last) ? last : '/{id}'))}?${names}`;
+}
+
+function listen(server: Server): Promise<string> {
+  return new Promise((ok, fail) => {
+    server.once('error', fail).listen(0, '127.0.0.1', () => ok(`http://127.0.0.1:${(server.address() as AddressInfo).port}`));
+  });
+}
+
+/** Answers GETs from memory; a miss is fetched once from the embedded upstream, its links rewritten to this base. */
+async function canned(origin: string): Promise<{ url: string; close: () => Promise<void> }> {
+  const recorded = new Map<string, Promise<Recorded>>();
+  let self = '';
+  const upstreamOrigin = new URL(origin).origin;
+  const record = async (req: IncomingMessage): Promise<Recorded> => {
+    misses++;
+    const res = await fetch(`${upstreamOrigin}${req.url ?? '/'}`, { headers: { accept: 'application/fhir+json' } });
+    const text = (await res.text()).replaceAll(upstreamOrigin, self);
+    return { status: res.status, contentType: res.headers.get('content-type') ?? 'application/fhir+json', body: Buffer.from(text) };
+  };
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    requests++;
+    const key = req.url ?? '/';
+    const shape = shapeOf(key);
+    byShape[shape] = (byShape[shape] ?? 0) + 1;
+    // Only GET is recorded; the policy store's change polls carry a moving timestamp and are not kept.
+    const keep = req.method === 'GET' && !key.includes('_lastUpdated=');
+    let answer = keep ? recorded.get(key) : undefined;
+    if (!answer) {
+      answer = record(req);
+      if (keep) recorded.set(key, answer);
+    }
+    answer.then(
+      (r) => {
+        res.writeHead(r.status, { 'content-type': r.contentType, 'content-length': r.body.length });
+        res.end(r.body);
+      },
+      () => {
+        recorded.delete(key);
+        res.writeHead(502).end();
+      },
+    );
+  });
+  server.keepAliveTimeout = 60_000;
+  self = await listen(server);
+  return { url: self, close: () => closeServer(server) };
+}
+
+/** A plain reverse proxy: undici `stream` piping the upstream body straight into the response. */
+async function passthrough(target: string): Promise<{ url: string; close: () => Promise<void> }> {
+  const base = new URL(target);
+  const pool = new Pool(base.origin, { connections: 32 });
+  const server = createServer((req, res) => {
+    requests++;
+    stream(
+      `${base.origin}${req.url ?? '/'}`,
+      { method: 'GET', dispatcher: pool, headers: { accept: 'application/fhir+json' } },
+      ({ statusCode, headers }) => {
+        res.writeHead(statusCode, { 'content-type': String(headers['content-type'] ?? 'application/fhir+json') });
+        return res;
+      },
+    ).catch(() => {
+      if (!res.headersSent) res.writeHead(502);
+      res.end();
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+  const url = await listen(server);
+  return { url, close: async () => {
+    await closeServer(server);
+    await pool.close();
+  } };
+}
+
+/** The least an inspecting gateway does: buffer the upstream body, JSON.parse it, JSON.stringify it. */
+async function floor(target: string): Promise<{ url: string; close: () => Promise<void> }> {
+  const base = new URL(target);
+  const pool = new Pool(base.origin, { connections: 32 });
+  const server = createServer((req, res) => {
+    requests++;
+    pool
+      .request({ path: req.url ?? '/', method: 'GET', headers: { accept: 'application/fhir+json' } })
+      .then(async ({ statusCode, body }) => {
+        const parsed: unknown = JSON.parse(await body.text());
+        const out = JSON.stringify(parsed);
+        res.writeHead(statusCode, { 'content-type': 'application/fhir+json; charset=utf-8' });
+        res.end(out);
+      })
+      .catch(() => {
+        if (!res.headersSent) res.writeHead(502);
+        res.end();
+      });
+  });
+  server.keepAliveTimeout = 60_000;
+  const url = await listen(server);
+  return { url, close: async () => {
+    await closeServer(server);
+    await pool.close();
+  } };
+}
+
+/** The real gateway, assembled by createGateway exactly as the harness does (journal in a temp dir). */
+async function gateway(req: Extract<ServeRequest, { role: 'gateway' }>): Promise<{ url: string; close: () => Promise<void> }> {
+  const auditDir = await mkdtemp(join(tmpdir(), 'dg-bench-audit-'));
+  const parsed = settingsSchema.parse({ PORT: '0', UPSTREAM_URL: req.upstreamUrl, AUDIT_DIR: auditDir, LOG_LEVEL: 'silent', AUDIT_FORWARD: 'false' });
+  const probe = createServer();
+  const port = Number(new URL(await listen(probe)).port);
+  await closeServer(probe);
+  const gw: Gateway = await createGateway({
+    settings: { ...parsed, policy: policySchema.parse({}), AUTH_ISSUER: req.issuer },
+    embedded: { upstreamUrl: req.upstreamUrl, jwks: req.jwks, issuer: req.issuer },
+    logger: createLogger('silent'),
+    publicBaseUrl: `http://127.0.0.1:${port}`,
+  });
+  await gw.listen(port, '127.0.0.1');
+  return { url: gw.fhirBase, close: async () => {
+    await gw.close();
+    await rm(auditDir, { recursive: true, force: true });
+  } };
+}
+
+async function bare(req: Extract<ServeRequest, { role: 'bare-gateway' }>): Promise<{ url: string; close: () => Promise<void> }> {
+  const gw: BareGateway = await startBareGateway(req);
+  return { url: gw.fhirBase, close: () => gw.close() };
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((ok) => {
+    server.close(() => ok());
+    server.closeAllConnections();
+  });
+}
+
+async function start(req: ServeRequest): Promise<{ url: string; close: () => Promise<void> }> {
+  switch (req.role) {
+    case 'canned':
+      return canned(req.origin);
+    case 'passthrough':
+      return passthrough(req.target);
+    case 'floor':
+      return floor(req.target);
+    case 'gateway':
+      return gateway(req);
+    case 'bare-gateway':
+      return bare(req);
+  }
+}
+
+let running: { close: () => Promise<void> } | undefined;
+process.on('message', (msg: unknown) => {
+  const send = (m: unknown): void => void process.send?.(m);
+  if (msg === 'stats') return send({ stats: { requests, misses, byShape: { ...byShape } } satisfies ServeStats });
+  if (msg === 'stop') {
+    void (running?.close() ?? Promise.resolve()).finally(() => process.exit(0));
+    return;
+  }
+  start(msg as ServeRequest).then(
+    (s) => {
+      running = s;
+      send({ url: s.url });
+    },
+    (err: unknown) => send({ error: (err as Error).stack ?? String(err) }),
+  );
+});
+process.on('disconnect', () => process.exit(0));
