@@ -13,6 +13,7 @@ import { CursorCodec } from './enforce/cursor.ts';
 import { fhirErrorHandler, fhirRouter, type AuditSink } from './enforce/pipeline.ts';
 import type { SmartConfiguration } from './enforce/capabilities.ts';
 import { loadFhirDefinitions } from './fhir/definitions.ts';
+import { operationOutcome } from './fhir/outcome.ts';
 import { createLogger, type Logger } from './ops/logger.ts';
 import { createMetrics, type GatewayMetrics } from './ops/metrics.ts';
 import { opsRouter } from './ops/routes.ts';
@@ -142,6 +143,10 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       smart,
     }),
   );
+  // Anything outside the gateway's paths is a FHIR-shaped 404 rather than express's HTML page.
+  app.use((_req, res) => {
+    res.status(404).type('application/fhir+json').send(JSON.stringify(operationOutcome('not-found', 'no such endpoint')));
+  });
   app.use(fhirErrorHandler);
 
   const servers: Server[] = [];
@@ -155,7 +160,14 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     logger,
     fhirBase,
     async listen(port = settings.PORT, host = settings.HOST) {
-      const server = createServer(app);
+      // Node's own parser errors (oversized headers, malformed request lines) still answer an OperationOutcome.
+      const server = createServer({ maxHeaderSize: 16 * 1024 }, app);
+      server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+        if (!socket.writable) return socket.destroy();
+        const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+        const body = JSON.stringify(operationOutcome(status === 431 ? 'too-costly' : 'invalid', status === 431 ? 'request headers too large' : 'malformed request'));
+        socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nContent-Type: application/fhir+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      });
       servers.push(server);
       await new Promise<void>((ok, fail) => server.once('error', fail).listen(port, host, () => ok()));
       const address = server.address() as AddressInfo;
