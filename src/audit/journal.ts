@@ -3,7 +3,7 @@
 import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AuditEvent } from '@medplum/fhirtypes';
-import { GENESIS_HASH, entryHash, listSegments, parseEntry, segmentName } from './segment.ts';
+import { GENESIS_HASH, journalLine, listSegments, parseEntry, segmentName } from './segment.ts';
 
 export const DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024;
 
@@ -174,8 +174,8 @@ export class AuditJournal {
     for (const p of batch) {
       for (const event of p.events) {
         seq += 1;
-        const hash = entryHash(seq, prevHash, event);
-        lines.push(JSON.stringify({ seq, prevHash, hash, event }));
+        const { line, hash } = journalLine(seq, prevHash, event);
+        lines.push(line);
         prevHash = hash;
       }
     }

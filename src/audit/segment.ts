@@ -1,9 +1,9 @@
 // The on-disk shape of the audit journal (SPEC §6), shared by the writer, verify and the forwarder.
 //
 // A journal is a directory of segment files `audit-<first seq, 12 digits>.ndjson`, so name order is
-// sequence order. Each line is one JSON object `{ seq, prevHash, hash, event }`:
-//   hash = SHA-256 hex of `${seq}\n${prevHash}\n${canonicalJson(event)}`
-// where canonicalJson sorts object keys (recursively) and has no whitespace. The chain runs across
+// sequence order. Each line is one JSON object `{"seq","prevHash","hash","event"}` in that key order:
+//   hash = SHA-256 hex of `${seq}\n${prevHash}\n${event as written in the line}`
+// so the event is serialised once and any change to its bytes breaks the hash. The chain runs across
 // segments; the first event's prevHash is 64 zeros. Changing, removing, inserting or reordering any
 // event breaks a seq step, a prevHash link or a hash.
 import { createHash } from 'node:crypto';
@@ -43,35 +43,24 @@ export async function listSegments(dir: string): Promise<SegmentFile[]> {
   return segments.sort((a, b) => a.firstSeq - b.firstSeq);
 }
 
-/** JSON with object keys sorted at every level and no whitespace: the hashed form of an event. */
-// Built by appending to one string rather than map/join arrays: every journal commit hashes each event
-// through this, and it was ~10% of a gateway request (docs/performance.md). Output is unchanged.
-export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value);
-  if (Array.isArray(value)) {
-    let out = '[';
-    for (let i = 0; i < value.length; i++) {
-      const item: unknown = value[i];
-      const text = item === undefined ? 'null' : canonicalJson(item);
-      out += `${i > 0 ? ',' : ''}${(text as string | undefined) ?? ''}`;
-    }
-    return `${out}]`;
-  }
-  const record = value as Record<string, unknown>;
-  const keys = Object.keys(record).sort();
-  let out = '{';
-  let first = true;
-  for (const key of keys) {
-    const item = record[key];
-    if (item === undefined) continue;
-    out += `${first ? '' : ','}${JSON.stringify(key)}:${canonicalJson(item)}`;
-    first = false;
-  }
-  return `${out}}`;
+/** hash = SHA-256 hex of `${seq}\n${prevHash}\n${eventJson}`, eventJson being the event's bytes as written. */
+export function entryHash(seq: number, prevHash: string, eventJson: string): string {
+  return createHash('sha256').update(`${seq}\n${prevHash}\n${eventJson}`).digest('hex');
 }
 
-export function entryHash(seq: number, prevHash: string, event: unknown): string {
-  return createHash('sha256').update(`${seq}\n${prevHash}\n${canonicalJson(event)}`).digest('hex');
+/** One journal line. The event is serialised once: the same text is hashed and written. */
+export function journalLine(seq: number, prevHash: string, event: AuditEvent): { line: string; hash: string } {
+  const eventJson = JSON.stringify(event);
+  const hash = entryHash(seq, prevHash, eventJson);
+  return { line: `{"seq":${seq},"prevHash":"${prevHash}","hash":"${hash}","event":${eventJson}}`, hash };
+}
+
+const eventKey = ',"event":';
+
+/** The event's text exactly as it stands in a line (what the hash covers); undefined when the line is not in journal form. */
+export function eventTextOf(line: string): string | undefined {
+  const at = line.indexOf(eventKey);
+  return at === -1 || !line.endsWith('}') ? undefined : line.slice(at + eventKey.length, -1);
 }
 
 /** Parses one journal line; undefined when it is not a well-formed entry. */

@@ -2,7 +2,7 @@
 // first event that was changed, removed, inserted or reordered.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CHECKPOINT_FILE, GENESIS_HASH, entryHash, listSegments, parseEntry } from './segment.ts';
+import { CHECKPOINT_FILE, GENESIS_HASH, entryHash, eventTextOf, listSegments, parseEntry } from './segment.ts';
 
 export interface BadEvent {
   readonly segment: string;
@@ -62,7 +62,8 @@ export async function verifyJournal(dir: string): Promise<VerifyResult> {
       if (entry.prevHash !== prevHash) {
         return bad(name, lineNo, 'prevHash does not match the previous event: an event was removed, inserted or changed', entry.seq);
       }
-      if (entryHash(entry.seq, entry.prevHash, entry.event) !== entry.hash) {
+      const eventText = eventTextOf(lines[i]);
+      if (eventText === undefined || entryHash(entry.seq, entry.prevHash, eventText) !== entry.hash) {
         return bad(name, lineNo, 'hash does not match the event: the event was changed', entry.seq);
       }
       prevHash = entry.hash;

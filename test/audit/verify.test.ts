@@ -53,7 +53,7 @@ describe('audit verify', () => {
           if (i !== 3) return l;
           const entry = parse(l);
           const forged = { ...entry.event, id: 'forged' };
-          return JSON.stringify({ ...entry, event: forged, hash: entryHash(entry.seq, entry.prevHash, forged) });
+          return JSON.stringify({ ...entry, event: forged, hash: entryHash(entry.seq, entry.prevHash, JSON.stringify(forged)) });
         }),
       line: 5,
       seq: 5,
@@ -66,7 +66,7 @@ describe('audit verify', () => {
       edit: (lines) => {
         const third = parse(lines[2]);
         const forged = { ...third.event, id: 'forged' };
-        const inserted = JSON.stringify({ seq: 4, prevHash: third.hash, hash: entryHash(4, third.hash, forged), event: forged });
+        const inserted = JSON.stringify({ seq: 4, prevHash: third.hash, hash: entryHash(4, third.hash, JSON.stringify(forged)), event: forged });
         return [...lines.slice(0, 3), inserted, ...lines.slice(3)];
       },
       line: 5,
