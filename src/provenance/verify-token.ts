@@ -11,6 +11,7 @@ import {
   type JWSHeaderParameters,
   type JWTPayload,
 } from 'jose';
+import { LruMap } from '../policy/lru.ts';
 import { InvalidTokenError, TokenVerificationUnavailableError } from './errors.ts';
 
 /** The verified claim set, typed loosely: SMART, IUA and this gateway's claims are all optional. */
@@ -197,6 +198,9 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
     algorithms: allowedAlgorithms,
     clockTolerance: opts.clockToleranceSec ?? 30,
   };
+  // A client sends the same token on every request of a session: a verified signature is remembered
+  // until the token expires (at most five minutes, so a key withdrawn from the JWKS stops working soon).
+  const verified = new LruMap<string, { claims: VerifiedClaims; until: number }>(10_000);
   return {
     async verify(bearer: string): Promise<VerifiedClaims> {
       if (Buffer.byteLength(bearer) > MAX_TOKEN_BYTES + 16) throw new InvalidTokenError('the token is too large');
@@ -204,10 +208,15 @@ export function createTokenVerifier(opts: TokenVerifierOptions): TokenVerifier {
       if (Buffer.byteLength(token) > MAX_TOKEN_BYTES) throw new InvalidTokenError('the token is too large');
       const isJwt = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(token);
       if (isJwt && resolveKey) {
+        const remembered = verified.get(token);
+        const nowMs = Date.now();
+        if (remembered && nowMs < remembered.until) return remembered.claims;
         try {
           const { payload } = await jwtVerify<VerifiedClaims>(token, resolveKey, verifyOptions);
           if (payload.exp === undefined) throw new InvalidTokenError('the token has no expiry');
-          return Object.freeze(payload);
+          const claims = Object.freeze(payload);
+          if (payload.nbf === undefined || payload.nbf * 1000 <= nowMs) verified.set(token, { claims, until: Math.min(payload.exp * 1000, nowMs + 300_000) });
+          return claims;
         } catch (err) {
           if (err instanceof InvalidTokenError || err instanceof TokenVerificationUnavailableError) throw err;
           throw new InvalidTokenError(describeJoseFailure(err));
