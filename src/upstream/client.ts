@@ -131,8 +131,8 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
     if (req.body !== undefined && headers['content-type'] === undefined) headers['content-type'] = 'application/fhir+json';
 
     const deadline = new AbortController();
-    const timeoutReason = new UpstreamError('timeout', `upstream did not answer within ${timeoutMs} ms`);
-    const timer = setTimeout(() => deadline.abort(timeoutReason), timeoutMs);
+    // The error is made only when the deadline passes: building one captures a stack, on every request.
+    const timer = setTimeout(() => deadline.abort(new UpstreamError('timeout', `upstream did not answer within ${timeoutMs} ms`)), timeoutMs);
     const signal = req.signal ? AbortSignal.any([req.signal, deadline.signal]) : deadline.signal;
     let status: number;
     let responseHeaders: Record<string, string>;
