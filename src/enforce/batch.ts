@@ -120,6 +120,9 @@ async function transactionWrites(x: Exchange, entries: BundleEntry[]): Promise<B
     const { path } = splitUrl(entry.request?.url);
     const resourceType = path.split('/')[0];
     requireScope(x, resourceType, { create: 'c', update: 'u', patch: 'u', delete: 'd' }[kind] as 'c' | 'u' | 'd');
+    // A patch is checked against what the requester may see of the stored resource (write.ts); inside a
+    // transaction it would reach the upstream unchecked, so it is refused there.
+    if (kind === 'patch') throw new GatewayError(400, 'not-supported', 'PATCH is not supported inside a transaction; send it on its own or in a batch');
     const conditional = entry.request?.ifNoneExist !== undefined || (kind !== 'create' && !path.includes('/'));
     if (conditional && !x.ctx.kinds.has('system')) throw forbidden();
     if (x.ctx.kinds.has('patient') && !x.ctx.kinds.has('user') && !x.ctx.kinds.has('system')) throw forbidden();

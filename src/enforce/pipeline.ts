@@ -126,7 +126,7 @@ function errorReply(err: unknown, deps: PipelineDeps, requestId: string): Reply 
 
 function auditedQuery(req: Request): string {
   // The cursor is opaque and long; the audit keeps the path and the rest of the query.
-  return req.originalUrl.replace(/([?&]cursor=)[^&]*/, '$1…');
+  return req.originalUrl.replace(/([?&]_?cursor=)[^&]*/, '$1…');
 }
 
 export function fhirRouter(deps: PipelineDeps): Router {

@@ -37,6 +37,21 @@ function confineWrite(x: Exchange, resource: Resource | undefined): void {
   if (patients.length === 0 || patients.some((p) => p !== x.ctx.patient)) throw forbidden();
 }
 
+/**
+ * A patch works on stored content the client does not send: its `test` ops answer yes/no about stored
+ * values and `copy`/`move` can carry a hidden element into a visible one (SPEC §5 leave no trace). So only
+ * a resource the requester may see whole is patched; a withheld one is concealed exactly as on a read.
+ */
+async function patchable(x: Exchange, previous: Resource): Promise<void> {
+  await x.session.prepare([previous]);
+  const verdict = x.session.decide(previous, 'r', { record: false });
+  if (!verdict.released) {
+    x.session.decide(previous, 'r');
+    throw x.deps.policy.conceal === 403 ? forbidden() : notFound();
+  }
+  if (verdict.decision.outcome === 'redact') throw forbidden();
+}
+
 export async function write(x: Exchange, kind: WriteKind, resourceType: string, id: string | undefined, body?: Buffer): Promise<Reply> {
   requireScope(x, resourceType, scopeFor[kind]);
   const conditional = (kind !== 'create' && id === undefined) || (kind === 'create' && x.headers['if-none-exist'] !== undefined);
@@ -52,6 +67,7 @@ export async function write(x: Exchange, kind: WriteKind, resourceType: string, 
     if (read.status < 300) previous = read.resource;
     else if (kind !== 'update') throw notFound();
     if (patientOnly(x) && previous) confineWrite(x, previous);
+    if (kind === 'patch' && previous) await patchable(x, previous);
   }
 
   const path = id === undefined ? `${resourceType}${x.rawQuery ? `?${x.rawQuery}` : ''}` : `${resourceType}/${id}`;
