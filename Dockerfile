@@ -22,6 +22,7 @@ COPY bin ./bin
 COPY profiles ./profiles
 COPY fixtures ./fixtures
 COPY src/decide/terminology ./dist/decide/terminology
+COPY src/console/static ./dist/console/static
 RUN mkdir -p /var/lib/disclosure-gateway/audit && chown -R node:node /var/lib/disclosure-gateway
 USER node
 EXPOSE 8080
