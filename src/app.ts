@@ -9,6 +9,7 @@ import { buildAuditEvents } from './audit/build.ts';
 import { AuditForwarder } from './audit/forwarder.ts';
 import { AuditJournal } from './audit/journal.ts';
 import type { Settings } from './config/settings.ts';
+import { consoleRouter } from './console/index.ts';
 import { CursorCodec } from './enforce/cursor.ts';
 import { fhirErrorHandler, fhirRouter, type AuditSink } from './enforce/pipeline.ts';
 import type { SmartConfiguration } from './enforce/capabilities.ts';
@@ -128,6 +129,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   app.set('query parser', 'extended');
   app.use(opsRouter({ upstream, journal, metrics, forwarder }));
   if (opts.embedded?.routes) app.use('/dev-issuer', opts.embedded.routes);
+  app.use(consoleRouter({ auditDir, fhirBase }));
   app.use(
     fhirRouter({
       policy: settings.policy,

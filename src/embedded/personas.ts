@@ -60,12 +60,12 @@ const definitions = {
     claims: { sub: 'research-client', client_id: 'research-client', organization: 'Organization/research', scope: 'system/*.rs', extensions: iua('HRESCH') },
   }),
   auditor: (_patientId: string): PersonaClaims => ({
-    description: 'a privacy auditor: user/AuditEvent.rs and system/Consent.r, purpose HOPERAT',
+    description: 'a privacy auditor: reads AuditEvents, Consents and harm Flags, marks break-the-glass reviews (Task); purpose HOPERAT',
     claims: {
       sub: 'auditor',
       client_id: 'demo-audit-console',
       fhirUser: 'Practitioner/auditor',
-      scope: 'openid fhirUser user/AuditEvent.rs system/Consent.r',
+      scope: 'openid fhirUser user/AuditEvent.rs system/Consent.r user/Flag.rs user/Task.cru?code=https://disclosure-gateway.org/fhir/CodeSystem/audit|btg-review',
       extensions: iua('HOPERAT'),
     },
   }),

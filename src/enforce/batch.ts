@@ -3,6 +3,7 @@
 // writes reach the upstream as one transaction; its reads are answered after them.
 import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
 import { patientsOf } from '../fhir/compartment.ts';
+import { resourceMatchesScopes } from '../provenance/scopes.ts';
 import { badRequest, forbidden, GatewayError, operationOutcome } from '../fhir/outcome.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { everything, history, page, read, requireScope, search } from './interactions.ts';
@@ -119,7 +120,9 @@ async function transactionWrites(x: Exchange, entries: BundleEntry[]): Promise<B
     const kind = writeKind(entry.request?.method);
     const { path } = splitUrl(entry.request?.url);
     const resourceType = path.split('/')[0];
-    requireScope(x, resourceType, { create: 'c', update: 'u', patch: 'u', delete: 'd' }[kind] as 'c' | 'u' | 'd');
+    const scope = ({ create: 'c', update: 'u', patch: 'u', delete: 'd' } as const)[kind];
+    requireScope(x, resourceType, scope);
+    if (entry.resource && !resourceMatchesScopes(x.ctx, entry.resource, scope)) throw forbidden();
     // A patch is checked against what the requester may see of the stored resource (write.ts); inside a
     // transaction it would reach the upstream unchecked, so it is refused there.
     if (kind === 'patch') throw new GatewayError(400, 'not-supported', 'PATCH is not supported inside a transaction; send it on its own or in a batch');

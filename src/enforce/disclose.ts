@@ -7,7 +7,7 @@ import { compile, evaluate, type CompiledPatientPolicy } from '../decide/index.t
 import type { Decision, Obligation, PatientPolicyInputs, Requester, TraceEntry } from '../decide/types.ts';
 import { patientsOf } from '../fhir/compartment.ts';
 import type { RequestContext, ScopeInteraction } from '../provenance/context.ts';
-import { resourceMatchesScopes } from '../provenance/scopes.ts';
+import { holdsAuditEventScope, resourceMatchesScopes } from '../provenance/scopes.ts';
 import { applyObligations } from './redact.ts';
 
 export interface PolicySource {
@@ -126,7 +126,7 @@ export class DisclosureSession {
       return refusal('security-context', 'a Binary governed by another resource is released only by reading it');
     }
     if (resource.resourceType === 'AuditEvent') {
-      return ctx.kinds.has('patient') && !ctx.kinds.has('user') && !ctx.kinds.has('system') ? refusal('scope', 'audit records need an auditor scope') : auditRecordAccess;
+      return holdsAuditEventScope(ctx, access) ? auditRecordAccess : refusal('scope', 'audit records need an auditor scope');
     }
     if (ctx.patient && ctx.kinds.has('patient') && patients.length > 0 && !patients.includes(ctx.patient)) {
       return refusal('patient-context', 'outside the launch patient’s compartment');

@@ -6,7 +6,7 @@ import { forbidden, GatewayError, notFound } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
 import { relativeReference } from '../provenance/build-context.ts';
 import { confineSearch, patientsNamedBy } from '../provenance/confine.ts';
-import { allows, grantedQueries } from '../provenance/scopes.ts';
+import { allows, grantedQueries, holdsAuditEventScope } from '../provenance/scopes.ts';
 import type { CursorState } from './cursor.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { listingBundle, runListing, type ListingRequest } from './listing.ts';
@@ -15,8 +15,9 @@ import { maxPageSize, sanitiseSearch } from './search-params.ts';
 
 export function requireScope(x: Exchange, resourceType: string, interaction: ScopeInteraction): void {
   if (!allows(x.ctx, resourceType, interaction)) throw forbidden();
-  // Audit records are for auditors: a patient-context token never reads them, whatever it holds (SPEC §6).
-  if (resourceType === 'AuditEvent' && !x.ctx.kinds.has('user') && !x.ctx.kinds.has('system')) throw forbidden();
+  // Audit records are for auditors: a user/ or system/ scope naming AuditEvent itself, never a wildcard
+  // or a patient-context token (SPEC §6).
+  if (resourceType === 'AuditEvent' && !holdsAuditEventScope(x.ctx, interaction)) throw forbidden();
 }
 
 /** A patient/ token may name only its own patient: refused before any data is read (SPEC §3). */
@@ -103,8 +104,9 @@ async function binarySecurityContext(x: Exchange, binary: Resource): Promise<str
 }
 
 function upstreamPageSize(count: number): number {
-  // Ask for a little more than the page so that withheld entries rarely need a second upstream page.
-  return Math.min(maxPageSize, count + Math.ceil(count / 4) + 1);
+  // One more than the page: enough to know whether a next link is due when nothing is withheld, without
+  // parsing entries a permitted page never shows; withheld entries are refilled from the next page.
+  return Math.min(maxPageSize, count + 1);
 }
 
 function withPaging(path: string, params: URLSearchParams, count: number): string {

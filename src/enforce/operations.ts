@@ -7,18 +7,15 @@ import type { Decision } from '../decide/types.ts';
 import { badRequest, forbidden, GatewayError, notFound } from '../fhir/outcome.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import { relativeReference } from '../provenance/build-context.ts';
-import { parseScopes } from '../provenance/scopes.ts';
+import { holdsAuditEventScope, parseScopes } from '../provenance/scopes.ts';
 import { DisclosureSession } from './disclose.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { everything } from './interactions.ts';
 
 /** Explain and status are for administrators and auditors (SPEC §7). */
 function requireAuditor(x: Exchange): void {
-  const ok = x.ctx.scopes.some(
-    (s) =>
-      (s.kind === 'system' && (s.resourceType === 'Consent' || s.resourceType === '*') && s.interactions.has('r')) ||
-      (s.kind !== 'patient' && s.resourceType === 'AuditEvent' && s.interactions.has('r') && s.interactions.has('s')),
-  );
+  const administrator = x.ctx.scopes.some((s) => s.kind === 'system' && (s.resourceType === 'Consent' || s.resourceType === '*') && s.interactions.has('r'));
+  const ok = administrator || (holdsAuditEventScope(x.ctx, 'r') && holdsAuditEventScope(x.ctx, 's'));
   if (!ok) throw forbidden();
 }
 

@@ -139,6 +139,7 @@ export function fhirRouter(deps: PipelineDeps): Router {
     res.setHeader('X-Request-Id', requestId);
     let route: FhirRoute | undefined;
     let ctx: RequestContext | undefined;
+    let verifiedClient: string | undefined;
     let exchange: Exchange | undefined;
     let reply: Reply & { desc?: string };
     try {
@@ -153,6 +154,8 @@ export function fhirRouter(deps: PipelineDeps): Router {
         return;
       }
       const claims = await deps.verifier.verify(bearerToken(req.get('authorization')));
+      // Known from the verified token even if the context below is refused (no purpose of use).
+      verifiedClient = [claims.client_id, claims.azp, claims.sub].find((c): c is string => typeof c === 'string' && c.length > 0);
       ctx = buildRequestContext(claims, { requestId, categoryHeader: req.headers.category }, deps.policy);
       const requester = await deps.store.resolveRequester(ctx);
       const session = new DisclosureSession({ policies: deps.store, policy: deps.policy, now: deps.now() }, ctx, requester);
@@ -184,7 +187,7 @@ export function fhirRouter(deps: PipelineDeps): Router {
       httpStatus: reply.status,
       outcomeDesc: reply.status >= 400 ? reply.desc : undefined,
       context: ctx,
-      clientId: ctx?.clientId,
+      clientId: ctx?.clientId ?? verifiedClient,
       breakGlassAttempt: ctx ? ctx.breakGlass.requested && !ctx.breakGlass.inEffect : categoryRequestsBreakGlass(req.headers.category),
       patients: exchange?.session.disclosures() ?? [],
       requestedPatients: exchange ? [...exchange.namedPatients] : [],

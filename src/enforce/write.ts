@@ -5,6 +5,7 @@ import type { Resource } from '@medplum/fhirtypes';
 import { patientsOf } from '../fhir/compartment.ts';
 import { badRequest, forbidden, GatewayError, notFound } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
+import { resourceMatchesScopes } from '../provenance/scopes.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { requireScope } from './interactions.ts';
 
@@ -61,12 +62,15 @@ export async function write(x: Exchange, kind: WriteKind, resourceType: string, 
   const resource = kind === 'create' || kind === 'update' ? parseBody(body, resourceType, id) : undefined;
   if (kind === 'create' && resource) delete (resource as { id?: string }).id;
   confineWrite(x, resource);
+  // Granular scopes (`user/Task.cu?code=…`) bound what may be written, not only the type.
+  if (resource && !resourceMatchesScopes(x.ctx, resource, scopeFor[kind])) throw forbidden();
   let previous: Resource | undefined;
   if (id !== undefined && kind !== 'create') {
     const read = await x.deps.upstream.readJson<Resource>(`${resourceType}/${id}`, { requestId: x.ctx.requestId });
     if (read.status < 300) previous = read.resource;
     else if (kind !== 'update') throw notFound();
     if (patientOnly(x) && previous) confineWrite(x, previous);
+    if (previous && !resourceMatchesScopes(x.ctx, previous, scopeFor[kind])) throw forbidden();
     if (kind === 'patch' && previous) await patchable(x, previous);
   }
 

@@ -115,3 +115,8 @@ export function resourceMatchesScopes(ctx: ScopeHolder, resource: Resource, inte
     }
   });
 }
+
+/** Audit records need a user/ or system/ scope naming AuditEvent itself: a wildcard is not an auditor's grant (SPEC §6). */
+export function holdsAuditEventScope(ctx: ScopeHolder, interaction: ScopeInteraction): boolean {
+  return ctx.scopes.some((s) => s.kind !== 'patient' && s.resourceType === 'AuditEvent' && s.interactions.has(interaction));
+}
