@@ -104,9 +104,9 @@ async function binarySecurityContext(x: Exchange, binary: Resource): Promise<str
 }
 
 function upstreamPageSize(count: number): number {
-  // One more than the page: enough to know whether a next link is due when nothing is withheld, without
-  // parsing entries a permitted page never shows; withheld entries are refilled from the next page.
-  return Math.min(maxPageSize, count + 1);
+  // A few more than the page (and one to know whether a next link is due): little parsed in vain when
+  // nothing is withheld; pages with withheld entries are refilled from the next upstream page.
+  return Math.min(maxPageSize, count + Math.ceil(count / 20) + 1);
 }
 
 function withPaging(path: string, params: URLSearchParams, count: number): string {
