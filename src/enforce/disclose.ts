@@ -163,12 +163,17 @@ export class DisclosureSession {
   decide(resource: Resource, access: ScopeInteraction = 'r', opts: { readonly record?: boolean; readonly patients?: readonly string[]; readonly contextChecked?: boolean } = {}): Verdict {
     const patients = opts.patients ?? patientsOf(resource);
     const decision = this.withContainedDecided(this.decideRaw(resource, access, patients, opts.contextChecked), resource, access, patients);
-    if (opts.record === false) {
-      return decision.outcome === 'deny' ? { released: false, decision, patients } : { released: true, resource: applyObligations(resource, decision), decision, patients };
-    }
+    const verdict: Verdict = decision.outcome === 'deny' ? { released: false, decision, patients } : { released: true, resource: applyObligations(resource, decision), decision, patients };
+    if (opts.record !== false) this.record(resource, verdict);
+    return verdict;
+  }
+
+  /** Accounts for a verdict reached earlier without recording (a listing records only what it shows or skips in range). */
+  record(resource: Resource, verdict: Verdict): void {
+    const { decision, patients } = verdict;
     const ref = reference(resource);
     const versionId = resource.meta?.versionId;
-    if (decision.outcome === 'deny') {
+    if (!verdict.released) {
       this.withheldCount++;
       const layer = decision.trace.find((t) => t.effect === 'deny')?.layer ?? 'unknown';
       this.withheldLayers.push(layer);
@@ -182,16 +187,14 @@ export class DisclosureSession {
       for (const id of patients) {
         this.account(id, decision).withheld.push({ reference: ref, versionId, trace: decision.trace });
       }
-      return { released: false, decision, patients };
+      return;
     }
-    const released = applyObligations(resource, decision);
     const paths = decision.obligations.flatMap((o) => (o.kind === 'redact' ? [o.path] : []));
     for (const id of patients) {
       const account = this.account(id, decision);
       account.released.push({ reference: ref, versionId, breakGlassUsed: decision.breakGlassUsed || undefined, part2: decision.part2 || undefined });
       if (paths.length > 0) account.redacted.push({ reference: ref, versionId, paths, trace: decision.trace });
     }
-    return { released: true, resource: released, decision, patients };
   }
 
   /** One patient’s account, noting the consents that decided and the rules that were ignored. */

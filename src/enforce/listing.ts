@@ -7,7 +7,7 @@ import { V3_CONFIDENTIALITY } from '../fhir/systems.ts';
 import { referencesIn } from '../fhir/references.ts';
 import type { UpstreamClient } from '../upstream/index.ts';
 import type { CursorState } from './cursor.ts';
-import type { DisclosureSession } from './disclose.ts';
+import type { DisclosureSession, Verdict } from './disclose.ts';
 import { applyView, redactionChangesMatch, type IncludeParam, type SearchView } from './search-params.ts';
 
 /** Upstream pages read at most to fill one gateway page; past it the page is returned short. */
@@ -58,6 +58,17 @@ interface Position {
   readonly skip: number;
 }
 
+/** The same upstream page URL asking for `count` entries (servers that ignore it answer a full page: no harm). */
+function withCount(path: string, count: number): string {
+  const at = path.indexOf('?');
+  const query = new URLSearchParams(at === -1 ? '' : path.slice(at + 1));
+  query.set('_count', String(count));
+  return `${at === -1 ? path : path.slice(0, at)}?${query}`;
+}
+
+/** Entries a look-ahead probe asks for before it falls back to reading whole upstream pages. */
+const probeSize = 10;
+
 export async function runListing(
   upstream: UpstreamClient,
   session: DisclosureSession,
@@ -66,64 +77,95 @@ export async function runListing(
   opts: { readonly requestId: string; readonly currentVersionGate?: (resources: Resource[]) => Promise<Set<string>> },
 ): Promise<ListingResult> {
   const matches: BundleEntry[] = [];
-  const includeCandidates = new Map<string, BundleEntry>();
+  const includeCandidates = new Map<string, { readonly entry: BundleEntry; readonly original: Resource; readonly verdict: Verdict }>();
   let toSkipReleased = request.offset;
-  let position: Position = { upstream: request.upstream, skip: request.skip };
-  let next: Position | undefined;
   let pages = 0;
 
-  pageLoop: for (;;) {
+  const readPage = async (path: string) => {
     pages++;
-    const { status, resource: page } = await upstream.readJson<Bundle>(position.upstream, { requestId: opts.requestId });
+    const { status, resource: page } = await upstream.readJson<Bundle>(path, { requestId: opts.requestId });
     if (status === 404 || status === 410) throw new GatewayError(404, 'not-found', 'resource not found');
     if (status >= 400) throw new GatewayError(status === 400 ? 400 : 502, status === 400 ? 'invalid' : 'exception', status === 400 ? 'the upstream server rejected the search' : 'the upstream server failed');
     if (page.resourceType !== 'Bundle') throw new GatewayError(502, 'exception', 'the upstream answered a search with something other than a Bundle');
     const entries = page.entry ?? [];
-    const pageMatches = entries.filter((e) => e.search?.mode !== 'include' && e.search?.mode !== 'outcome');
+    const upstreamNext = page.link?.find((l) => l.relation === 'next')?.url;
+    const nextUpstream = upstreamNext === undefined ? undefined : upstream.rewriteUpstreamUrl(upstreamNext);
+    // A next link leaving the upstream is never followed (SPEC §5); the request fails closed.
+    if (nextUpstream === null) throw new GatewayError(502, 'exception', 'the upstream returned a paging link outside its base');
     const resources = entries.flatMap((e) => (e.resource && e.search?.mode !== 'outcome' ? [e.resource] : []));
     await session.prepare(resources);
     // History: a version is released only if the current version of the same resource is (a label added
     // later must also hide the versions written before it).
     const blockedByCurrent = request.history && opts.currentVersionGate ? await opts.currentVersionGate(resources) : new Set<string>();
+    return { entries, matches: entries.filter((e) => e.search?.mode !== 'include' && e.search?.mode !== 'outcome'), nextUpstream, blockedByCurrent };
+  };
 
-    for (const entry of entries) {
+  /** Whether an entry would be shown: decided without recording (look-ahead and offset skips show nothing). */
+  const judge = (entry: BundleEntry, blocked: Set<string>): Verdict | undefined => {
+    const resource = entry.resource;
+    if (!resource || blocked.has(refOf(resource))) return undefined; // a history delete entry, or a version hidden by its current one
+    const verdict = session.decide(resource, request.access, { record: false });
+    // A resource whose matching element was redacted away must not be returned by that match.
+    if (verdict.released && verdict.decision.outcome === 'redact' && redactionChangesMatch(resource, verdict.resource, request.criteria)) return { ...verdict, released: false };
+    return verdict;
+  };
+
+  /** Where the next gateway page starts: the first released entry at or after `from`, if any (SPEC §5: no empty trailing page). */
+  const releasedAhead = async (from: Position): Promise<Position | undefined> => {
+    if (from.skip === 0) {
+      // Most often the very next entry is released: a few entries tell, not a whole upstream page.
+      const probe = await readPage(withCount(from.upstream, probeSize));
+      if (probe.matches.some((e) => judge(e, probe.blockedByCurrent)?.released)) return from;
+      if (!probe.nextUpstream && probe.matches.length < probeSize) return undefined;
+    }
+    let position: Position | undefined = from;
+    while (position && pages < maxUpstreamPagesPerPage) {
+      const page = await readPage(position.upstream);
+      for (let i = position.skip; i < page.matches.length; i++) {
+        if (judge(page.matches[i], page.blockedByCurrent)?.released) return { upstream: position.upstream, skip: i };
+      }
+      position = page.nextUpstream ? { upstream: page.nextUpstream, skip: 0 } : undefined;
+    }
+    return position; // the page budget ran out: continue from here on the next page
+  };
+
+  let position: Position | undefined = { upstream: request.upstream, skip: request.skip };
+  let next: Position | undefined;
+  while (position) {
+    const page = await readPage(position.upstream);
+    for (const entry of page.entries) {
       if (entry.search?.mode !== 'include' || !entry.resource) continue;
       const key = refOf(entry.resource);
       if (includeCandidates.has(key)) continue;
-      const verdict = session.decide(entry.resource, request.access);
-      if (verdict.released) includeCandidates.set(key, { fullUrl: `${gatewayBase}/${key}`, resource: applyView(verdict.resource, request.view), search: { mode: 'include' } });
+      const verdict = session.decide(entry.resource, request.access, { record: false });
+      if (verdict.released) includeCandidates.set(key, { entry: { fullUrl: `${gatewayBase}/${key}`, resource: applyView(verdict.resource, request.view), search: { mode: 'include' } }, original: entry.resource, verdict });
     }
-
-    const upstreamNext = page.link?.find((l) => l.relation === 'next')?.url;
-    const nextUpstream = upstreamNext === undefined ? undefined : upstream.rewriteUpstreamUrl(upstreamNext);
-    if (upstreamNext !== undefined && nextUpstream === null) {
-      // A next link leaving the upstream is never followed (SPEC §5); the request fails closed.
-      throw new GatewayError(502, 'exception', 'the upstream returned a paging link outside its base');
-    }
-
-    for (let i = position.skip; i < pageMatches.length; i++) {
-      const entry = pageMatches[i];
-      const resource = entry.resource;
-      if (!resource) continue; // a history delete entry: nothing to decide on, so nothing is shown
-      if (blockedByCurrent.has(refOf(resource))) continue;
-      const verdict = session.decide(resource, request.access);
-      if (!verdict.released) continue;
-      // A resource whose matching element was redacted away must not be returned by that match.
-      if (verdict.decision.outcome === 'redact' && redactionChangesMatch(resource, verdict.resource, request.criteria)) continue;
-      if (toSkipReleased > 0) {
+    let i: number = position.skip;
+    for (; i < page.matches.length && matches.length < request.count; i++) {
+      const entry = page.matches[i];
+      const verdict = judge(entry, page.blockedByCurrent);
+      if (!verdict) continue;
+      if (verdict.released && toSkipReleased > 0) {
         toSkipReleased--;
         continue;
       }
-      if (matches.length === request.count) {
-        next = { upstream: position.upstream, skip: i };
-        break pageLoop;
-      }
-      matches.push(listingEntry(entry, verdict.resource, request, gatewayBase));
+      session.record(entry.resource as Resource, verdict);
+      if (verdict.released) matches.push(listingEntry(entry, verdict.resource, request, gatewayBase));
     }
-    if (!nextUpstream) break;
-    position = { upstream: nextUpstream, skip: 0 };
-    if (pages >= maxUpstreamPagesPerPage) {
-      next = position;
+    if (matches.length === request.count) {
+      // Look ahead for one more released entry: first in what this upstream page still holds.
+      for (; i < page.matches.length; i++) {
+        if (judge(page.matches[i], page.blockedByCurrent)?.released) {
+          next = { upstream: position.upstream, skip: i };
+          break;
+        }
+      }
+      if (!next && page.nextUpstream) next = await releasedAhead({ upstream: page.nextUpstream, skip: 0 });
+      break;
+    }
+    position = page.nextUpstream ? { upstream: page.nextUpstream, skip: 0 } : undefined;
+    if (position && pages >= maxUpstreamPagesPerPage) {
+      next = position; // returned short: the refill budget is spent
       break;
     }
   }
@@ -132,13 +174,18 @@ export async function runListing(
   const referencedByMatches = new Set<string>();
   if (includeCandidates.size > 0) for (const e of matches) referencesIn(e.resource, referencedByMatches);
   // An included entry is shown only when a released match justifies it, so nothing arrives through a withheld match.
-  const included = [...includeCandidates.values()].filter((e) => {
-    const ref = refOf(e.resource as Resource);
-    if (matchRefs.has(ref)) return false;
-    if (referencedByMatches.has(ref)) return true;
-    for (const r of referencesIn(e.resource)) if (matchRefs.has(r)) return true;
-    return false;
-  });
+  const included = [...includeCandidates.values()]
+    .filter(({ entry }) => {
+      const ref = refOf(entry.resource as Resource);
+      if (matchRefs.has(ref)) return false;
+      if (referencedByMatches.has(ref)) return true;
+      for (const r of referencesIn(entry.resource)) if (matchRefs.has(r)) return true;
+      return false;
+    })
+    .map(({ entry, original, verdict }) => {
+      session.record(original, verdict);
+      return entry;
+    });
 
   const all = [...matches, ...included];
   let level = -1;
