@@ -4,7 +4,7 @@
 import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
 import { patientsOf } from '../fhir/compartment.ts';
 import { resourceMatchesScopes } from '../provenance/scopes.ts';
-import { badRequest, forbidden, GatewayError, operationOutcome } from '../fhir/outcome.ts';
+import { badRequest, forbidden, GatewayError, operationOutcome, resourceBody } from '../fhir/outcome.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { everything, history, page, read, requireScope, search } from './interactions.ts';
 import { parseFhirRoute } from './route.ts';
@@ -13,14 +13,8 @@ import { write, type WriteKind } from './write.ts';
 const maxEntries = 1000;
 
 function parseBundle(body: Buffer | undefined): Bundle {
-  if (!body || body.length === 0) throw badRequest('a Bundle body is required');
-  let bundle: Bundle;
-  try {
-    bundle = JSON.parse(body.toString('utf8')) as Bundle;
-  } catch {
-    throw badRequest('the body is not valid JSON', 'structure');
-  }
-  if (bundle?.resourceType !== 'Bundle' || (bundle.type !== 'batch' && bundle.type !== 'transaction')) throw badRequest('the body must be a batch or transaction Bundle');
+  const bundle = resourceBody<Bundle>(body, 'Bundle', 'a batch or transaction Bundle');
+  if (bundle.type !== 'batch' && bundle.type !== 'transaction') throw badRequest('the body must be a batch or transaction Bundle');
   if ((bundle.entry?.length ?? 0) > maxEntries) throw new GatewayError(413, 'too-costly', `a batch may hold at most ${maxEntries} entries`);
   return bundle;
 }

@@ -28,21 +28,13 @@ function refusal(rule: string, reason: string): Decision {
   return { outcome: 'deny', obligations: [], trace: [{ layer: 'scope', effect: 'deny', rule, reason }], breakGlassUsed: false, part2: false };
 }
 
-const notPatientData: Decision = {
-  outcome: 'permit',
-  obligations: [],
-  trace: [{ layer: 'not-patient-data', effect: 'permit', rule: 'scope', reason: 'not in any patient compartment; released under the granted scopes' }],
-  breakGlassUsed: false,
-  part2: false,
-};
+/** A permit that no patient's rules govern, with the reason it was released. */
+function ungoverned(reason: string): Decision {
+  return { outcome: 'permit', obligations: [], trace: [{ layer: 'not-patient-data', effect: 'permit', rule: 'scope', reason }], breakGlassUsed: false, part2: false };
+}
 
-const auditRecordAccess: Decision = {
-  outcome: 'permit',
-  obligations: [],
-  trace: [{ layer: 'not-patient-data', effect: 'permit', rule: 'scope', reason: 'audit record released under an auditor scope' }],
-  breakGlassUsed: false,
-  part2: false,
-};
+const notPatientData = ungoverned('not in any patient compartment; released under the granted scopes');
+const auditRecordAccess = ungoverned('audit record released under an auditor scope');
 
 function sameObligation(a: Obligation, b: Obligation): boolean {
   return JSON.stringify(a) === JSON.stringify(b);

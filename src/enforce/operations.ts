@@ -4,7 +4,7 @@
 import type { Bundle, Consent, Parameters, ParametersParameter, Resource } from '@medplum/fhirtypes';
 import { enforcementStatus } from '../decide/index.ts';
 import type { Decision } from '../decide/types.ts';
-import { badRequest, forbidden, GatewayError, notFound } from '../fhir/outcome.ts';
+import { badRequest, forbidden, GatewayError, notFound, resourceBody } from '../fhir/outcome.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import { relativeReference } from '../provenance/build-context.ts';
 import { holdsAuditEventScope, parseScopes } from '../provenance/scopes.ts';
@@ -17,18 +17,6 @@ function requireAuditor(x: Exchange): void {
   const administrator = x.ctx.scopes.some((s) => s.kind === 'system' && (s.resourceType === 'Consent' || s.resourceType === '*') && s.interactions.has('r'));
   const ok = administrator || (holdsAuditEventScope(x.ctx, 'r') && holdsAuditEventScope(x.ctx, 's'));
   if (!ok) throw forbidden();
-}
-
-function parseParameters(body: Buffer | undefined): Parameters {
-  if (!body || body.length === 0) throw badRequest('a Parameters body is required');
-  let parameters: Parameters;
-  try {
-    parameters = JSON.parse(body.toString('utf8')) as Parameters;
-  } catch {
-    throw badRequest('the body is not valid JSON', 'structure');
-  }
-  if (parameters?.resourceType !== 'Parameters') throw badRequest('the body must be a Parameters resource');
-  return parameters;
 }
 
 function params(p: Parameters, name: string): ParametersParameter[] {
@@ -55,7 +43,7 @@ export function decisionParameters(decision: Decision): Parameters {
 
 async function explain(x: Exchange): Promise<Reply> {
   requireAuditor(x);
-  const p = parseParameters(x.body);
+  const p = resourceBody<Parameters>(x.body, 'Parameters', 'a Parameters resource');
   const actor = params(p, 'actor')[0]?.valueReference?.reference;
   const fhirUser = actor ? relativeReference(actor) : undefined;
   if (!fhirUser) throw badRequest('actor (valueReference to the requester’s fhirUser) is required');

@@ -3,7 +3,7 @@
 // patient's cached policy at once.
 import type { Resource } from '@medplum/fhirtypes';
 import { patientsOf } from '../fhir/compartment.ts';
-import { badRequest, forbidden, GatewayError, notFound } from '../fhir/outcome.ts';
+import { badRequest, forbidden, GatewayError, notFound, resourceBody } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
 import { resourceMatchesScopes } from '../provenance/scopes.ts';
 import type { Exchange, Reply } from './exchange.ts';
@@ -19,14 +19,7 @@ function patientOnly(x: Exchange): boolean {
 }
 
 function parseBody(body: Buffer | undefined, resourceType: string, id?: string): Resource {
-  if (!body || body.length === 0) throw badRequest('a resource body is required');
-  let resource: Resource;
-  try {
-    resource = JSON.parse(body.toString('utf8')) as Resource;
-  } catch {
-    throw badRequest('the body is not valid JSON', 'structure');
-  }
-  if (!resource || typeof resource !== 'object' || resource.resourceType !== resourceType) throw badRequest('the body is not a resource of the type in the path');
+  const resource = resourceBody<Resource>(body, resourceType, 'a resource of the type in the path');
   if (id !== undefined && resource.id !== id) throw badRequest('the resource id does not match the id in the path');
   return resource;
 }
