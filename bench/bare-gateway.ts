@@ -17,6 +17,7 @@ import { loadFhirDefinitions } from '../src/fhir/definitions.ts';
 import { createLogger } from '../src/ops/logger.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
 import { PolicyStore } from '../src/policy/index.ts';
+import { CompiledPolicyCache } from '../src/policy/compiled-cache.ts';
 import { createTokenVerifier } from '../src/provenance/verify-token.ts';
 import { createUpstreamClient } from '../src/upstream/index.ts';
 
@@ -57,6 +58,7 @@ export async function startBareGateway(opts: BareGatewayOptions): Promise<BareGa
       fhirBase,
       upstream,
       store,
+      compiledPolicies: new CompiledPolicyCache({ policy }),
       cursors: new CursorCodec(),
       metrics: createMetrics(),
       logger: createLogger('silent'),

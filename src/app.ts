@@ -19,6 +19,7 @@ import { createLogger, type Logger } from './ops/logger.ts';
 import { createMetrics, type GatewayMetrics } from './ops/metrics.ts';
 import { opsRouter } from './ops/routes.ts';
 import { PolicyStore } from './policy/index.ts';
+import { CompiledPolicyCache } from './policy/compiled-cache.ts';
 import { createTokenVerifier, type TokenVerifier } from './provenance/verify-token.ts';
 import { createUpstreamClient, type UpstreamClient } from './upstream/index.ts';
 
@@ -100,7 +101,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   await mkdir(auditDir, { recursive: true });
   const journal = await AuditJournal.open(auditDir);
   const audit: AuditSink = {
-    record: (record) => journal.append(buildAuditEvents(record, { gatewayDevice: 'Device/disclosure-gateway', site: publicBaseUrl })),
+    record: (record) => journal.append(buildAuditEvents(record, { gatewayDevice: 'Device/disclosure-gateway', site: publicBaseUrl, address: new URL(publicBaseUrl).host })),
   };
   let forwarder: AuditForwarder | undefined;
   if (settings.AUDIT_FORWARD) {
@@ -136,6 +137,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       fhirBase,
       upstream,
       store,
+      compiledPolicies: new CompiledPolicyCache({ policy: settings.policy }),
       cursors: new CursorCodec(settings.CURSOR_SECRET),
       metrics,
       logger,

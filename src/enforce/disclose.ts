@@ -8,6 +8,7 @@ import type { Decision, Obligation, PatientPolicyInputs, Requester, TraceEntry }
 import { patientsOf } from '../fhir/compartment.ts';
 import type { RequestContext, ScopeInteraction } from '../provenance/context.ts';
 import { holdsAuditEventScope, resourceMatchesScopes } from '../provenance/scopes.ts';
+import type { CompiledPolicyCache } from '../policy/compiled-cache.ts';
 import { applyObligations } from './redact.ts';
 
 export interface PolicySource {
@@ -83,7 +84,13 @@ export class DisclosureSession {
   readonly withheldLayers: string[] = [];
 
   constructor(
-    private readonly deps: { readonly policies: PolicySource; readonly policy: DecisionPolicy; readonly now: Date },
+    private readonly deps: {
+      readonly policies: PolicySource;
+      readonly policy: DecisionPolicy;
+      readonly now: Date;
+      /** Compiled policies shared across requests (per patient inputs, requester and minute); compiled afresh without it. */
+      readonly compiledPolicies?: CompiledPolicyCache;
+    },
     readonly ctx: RequestContext,
     readonly requester: Requester,
   ) {}
@@ -100,7 +107,8 @@ export class DisclosureSession {
       const patientInputs = inputs.get(id);
       // A patient whose policy could not be loaded is never decided on guesswork (fail closed).
       if (!patientInputs) throw new Error(`policy inputs missing for a patient`);
-      this.compiled.set(id, compile(patientInputs, this.requester, this.deps.policy, this.deps.now));
+      const shared = this.deps.compiledPolicies;
+      this.compiled.set(id, shared ? shared.get(patientInputs, this.requester, this.deps.now.getTime()) : compile(patientInputs, this.requester, this.deps.policy, this.deps.now));
     }
   }
 

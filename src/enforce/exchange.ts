@@ -6,6 +6,7 @@ import type { Requester } from '../decide/types.ts';
 import type { GatewayMetrics } from '../ops/metrics.ts';
 import type { Logger } from '../ops/logger.ts';
 import type { PolicyStore } from '../policy/index.ts';
+import type { CompiledPolicyCache } from '../policy/compiled-cache.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import type { UpstreamClient } from '../upstream/index.ts';
 import type { CursorCodec } from './cursor.ts';
@@ -17,6 +18,8 @@ export interface GatewayDeps {
   readonly fhirBase: string;
   readonly upstream: UpstreamClient;
   readonly store: PolicyStore;
+  /** Compiled patient policies reused across requests within a minute (src/policy/compiled-cache.ts). */
+  readonly compiledPolicies: CompiledPolicyCache;
   readonly cursors: CursorCodec;
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
