@@ -156,6 +156,36 @@ function narrowToGrantedQuery(x: Exchange, resourceType: string, params: URLSear
   for (const [name, values] of granted[0]) params.append(name, values.join(','));
 }
 
+const patientIdentifierChain = /^(patient|subject)(?::Patient)?\.identifier$/;
+
+/**
+ * `patient.identifier=system|value` (an MRN) is the one chain the gateway answers itself: it looks the
+ * patients up with its own credential and searches by their ids, so no chain ever tests hidden data
+ * upstream. A patient/ token keeps only its own patient. Undefined when no patient matched.
+ */
+async function resolvePatientIdentifiers(x: Exchange, params: URLSearchParams): Promise<URLSearchParams | undefined> {
+  if (![...params.keys()].some((name) => patientIdentifierChain.test(name))) return params;
+  const resolved = new URLSearchParams();
+  for (const [name, value] of params) {
+    const chain = patientIdentifierChain.exec(name);
+    if (!chain) {
+      resolved.append(name, value);
+      continue;
+    }
+    const ids = new Set<string>();
+    for (const identifier of value.split(',').filter(Boolean)) {
+      const { status, resource } = await x.deps.upstream.readJson<Bundle>(`Patient?identifier=${encodeURIComponent(identifier)}&_count=50`, { requestId: x.ctx.requestId });
+      if (status >= 400 || resource.resourceType !== 'Bundle') throw new GatewayError(502, 'exception', 'the upstream failed to look up the patient identifier');
+      for (const e of resource.entry ?? []) if (e.resource?.resourceType === 'Patient' && e.resource.id) ids.add(e.resource.id);
+    }
+    const patientOnly = x.ctx.kinds.has('patient') && !x.ctx.kinds.has('user') && !x.ctx.kinds.has('system');
+    const allowed = [...ids].filter((id) => !patientOnly || id === x.ctx.patient);
+    if (allowed.length === 0) return undefined;
+    resolved.append(chain[1], allowed.map((id) => `Patient/${id}`).join(','));
+  }
+  return resolved;
+}
+
 export async function search(
   x: Exchange,
   target: { readonly resourceType?: string; readonly compartmentId?: string; readonly interaction: 'search-type' | 'search-system' | 'search-compartment' },
@@ -170,7 +200,12 @@ export async function search(
     confineInstance(x, 'Patient', compartmentId);
     if (resourceType && !isPatientCompartmentType(resourceType)) throw new GatewayError(400, 'not-supported', 'that type has no Patient compartment');
   }
-  const sanitised = sanitiseSearch(resourceType, params);
+  const resolved = await resolvePatientIdentifiers(x, params);
+  if (!resolved) {
+    // No patient the requester may search carries that identifier: an empty answer, as for any miss.
+    return { status: 200, body: listingBundle('searchset', { entries: [] }, { self: `${x.deps.fhirBase}/${resourceType ?? ''}${x.rawQuery ? `?${x.rawQuery}` : ''}` }, []) };
+  }
+  const sanitised = sanitiseSearch(resourceType, resolved);
   const confined = confineSearch(x.ctx, x.deps.policy, {
     resourceType,
     compartment: compartmentId ? { type: 'Patient', id: compartmentId } : undefined,

@@ -199,7 +199,23 @@ const vectors: Vector[] = [
   } },
   { name: 'chained parameters are refused', run: async () => {
     assertRefused(await get(`Observation?patient=${P}&encounter.status=finished`), 400);
-    assertRefused(await get(`Observation?patient.identifier=x`), 400);
+    assertRefused(await get(`Observation?patient.name=x`), 400);
+  } },
+  { name: 'patient.identifier is resolved by the gateway: the search equals one by id, and another patient’s MRN looks unknown', run: async () => {
+    await h.put({ resourceType: 'Patient', id: 'pn', identifier: [{ system: 'urn:mrn', value: 'MRN-PN' }] } as Resource);
+    const byMrn = await get(`Observation?patient.identifier=${encodeURIComponent('urn:mrn|MRN-PN')}&_sort=_id`);
+    const byId = await get('Observation?patient=pn&_sort=_id');
+    assert.equal(byMrn.status, 200);
+    const ids = (r: typeof byMrn) => (r.body.entry ?? []).map((e: { resource: Resource }) => e.resource.id);
+    assert.deepEqual(ids(byMrn), ids(byId));
+    assert.ok(!ids(byMrn).includes('pn-z9'), 'the R-labelled observation stays withheld');
+    const unknown = await get(`Observation?patient.identifier=${encodeURIComponent('urn:mrn|NO-SUCH')}`);
+    assert.equal(unknown.status, 200);
+    assert.deepEqual(ids(unknown), []);
+    // A patient/ token asking for another patient's MRN gets what an unknown MRN gets: nothing, not a 403.
+    const foreign = await get(`Observation?patient.identifier=${encodeURIComponent('urn:mrn|MRN-PN')}`, pt);
+    assert.equal(foreign.status, 200);
+    assert.deepEqual(ids(foreign), []);
   } },
   { name: '_filter is refused', run: async () => {
     assertRefused(await get(`Observation?patient=${P}&_filter=${encodeURIComponent('code eq secret-code-77')}`), 400);
