@@ -7,7 +7,7 @@ import { compile, evaluate, type CompiledPatientPolicy } from '../decide/index.t
 import type { Decision, Obligation, PatientPolicyInputs, Requester, TraceEntry } from '../decide/types.ts';
 import { patientsOf } from '../fhir/compartment.ts';
 import type { RequestContext, ScopeInteraction } from '../provenance/context.ts';
-import { holdsAuditEventScope, resourceMatchesScopes } from '../provenance/scopes.ts';
+import { grantedQueries, holdsAuditEventScope, resourceMatchesScopes } from '../provenance/scopes.ts';
 import type { CompiledPolicyCache } from '../policy/compiled-cache.ts';
 import { applyObligations } from './redact.ts';
 
@@ -73,6 +73,10 @@ interface PatientAccount {
 
 export class DisclosureSession {
   private readonly compiled = new Map<string, CompiledPatientPolicy>();
+  /** Patients of each resource met in this request: found once in prepare(), read again in decide(). */
+  private readonly patientsSeen = new WeakMap<Resource, readonly string[]>();
+  /** Scope verdicts per type and interaction: granular queries are evaluated per resource, the rest once. */
+  private readonly scopeByType = new Map<string, ReturnType<typeof grantedQueries>>();
   private readonly accounts = new Map<string, PatientAccount>();
   private unpatientedPolicy?: CompiledPatientPolicy;
   /** Harm-determination refusals met in this request, to be stated to the patient (SPEC §4.3). */
@@ -99,7 +103,7 @@ export class DisclosureSession {
   async prepare(resources: Iterable<Resource>, extraPatients: readonly string[] = []): Promise<void> {
     // A caller may name patients explicitly (a Binary's security context), so those are loaded too.
     const wanted = new Set<string>(extraPatients);
-    for (const resource of resources) for (const id of patientsOf(resource)) if (!this.compiled.has(id)) wanted.add(id);
+    for (const resource of resources) for (const id of this.patientsOf(resource)) if (!this.compiled.has(id)) wanted.add(id);
     for (const id of this.compiled.keys()) wanted.delete(id);
     if (wanted.size === 0) return;
     const inputs = await this.deps.policies.loadMany([...wanted], { requestId: this.ctx.requestId });
@@ -112,6 +116,27 @@ export class DisclosureSession {
     }
   }
 
+  private patientsOf(resource: Resource): readonly string[] {
+    let patients = this.patientsSeen.get(resource);
+    if (!patients) {
+      patients = patientsOf(resource);
+      this.patientsSeen.set(resource, patients);
+    }
+    return patients;
+  }
+
+  private withinScopes(resource: Resource, access: ScopeInteraction): boolean {
+    const key = `${resource.resourceType}|${access}`;
+    let granted = this.scopeByType.get(key);
+    if (granted === undefined) {
+      granted = grantedQueries(this.ctx, resource.resourceType, access);
+      this.scopeByType.set(key, granted);
+    }
+    if (granted === 'unrestricted') return true;
+    if (granted === 'none') return false;
+    return resourceMatchesScopes(this.ctx, resource, access);
+  }
+
   private patientPolicy(id: string): CompiledPatientPolicy {
     const compiled = this.compiled.get(id);
     if (!compiled) throw new Error('decide() called before prepare() for a patient');
@@ -120,7 +145,7 @@ export class DisclosureSession {
 
   private decideRaw(resource: Resource, access: ScopeInteraction, patients: readonly string[], contextChecked = false): Decision {
     const ctx = this.ctx;
-    if (!resourceMatchesScopes(ctx, resource, access)) return refusal('scope', 'outside the granted SMART scopes');
+    if (!this.withinScopes(resource, access)) return refusal('scope', 'outside the granted SMART scopes');
     if (resource.resourceType === 'Binary' && !contextChecked && resource.securityContext?.reference && patientsOf(resource).length === 0) {
       // Its security context decides a Binary; only a read resolves that context (interactions.read).
       return refusal('security-context', 'a Binary governed by another resource is released only by reading it');
@@ -161,7 +186,7 @@ export class DisclosureSession {
 
   /** Decides one resource and, unless told not to, records the outcome in each of its patients' accounts. */
   decide(resource: Resource, access: ScopeInteraction = 'r', opts: { readonly record?: boolean; readonly patients?: readonly string[]; readonly contextChecked?: boolean } = {}): Verdict {
-    const patients = opts.patients ?? patientsOf(resource);
+    const patients = opts.patients ?? this.patientsOf(resource);
     const decision = this.withContainedDecided(this.decideRaw(resource, access, patients, opts.contextChecked), resource, access, patients);
     const verdict: Verdict = decision.outcome === 'deny' ? { released: false, decision, patients } : { released: true, resource: applyObligations(resource, decision), decision, patients };
     if (opts.record !== false) this.record(resource, verdict);
