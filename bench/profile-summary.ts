@@ -52,11 +52,17 @@ export function selfTimes(profile: CpuProfile): { name: string; share: number }[
   return [...totals.entries()].map(([name, hits]) => ({ name, share: hits / Math.max(1, all) })).sort((a, b) => b.share - a.share);
 }
 
-/** Self time attributed to the nearest project frame (src/…) on the stack: which of our functions costs what. */
-export function projectTimes(profile: CpuProfile): { name: string; share: number }[] {
+/** Each node's caller, to walk a sample's stack upwards. */
+function callerOf(profile: CpuProfile): (node: ProfileNode) => ProfileNode | undefined {
   const parent = new Map<number, number>();
   for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  return (node) => byId.get(parent.get(node.id) ?? -1);
+}
+
+/** Self time attributed to the nearest project frame (src/…) on the stack: which of our functions costs what. */
+export function projectTimes(profile: CpuProfile): { name: string; share: number }[] {
+  const caller = callerOf(profile);
   const totals = new Map<string, number>();
   let all = 0;
   for (const node of profile.nodes) {
@@ -64,7 +70,7 @@ export function projectTimes(profile: CpuProfile): { name: string; share: number
     if (hits === 0) continue;
     all += hits;
     let at: ProfileNode | undefined = node;
-    while (at && !at.callFrame.url.includes('/src/')) at = byId.get(parent.get(at.id) ?? -1);
+    while (at && !at.callFrame.url.includes('/src/')) at = caller(at);
     const name = at ? `${at.callFrame.functionName || '(anonymous)'} ${where(at.callFrame.url, at.callFrame.lineNumber)}` : `(outside src) ${node.callFrame.functionName || node.callFrame.url.split('/').slice(-2).join('/') || '(native)'}`;
     totals.set(name, (totals.get(name) ?? 0) + hits);
   }
@@ -73,9 +79,7 @@ export function projectTimes(profile: CpuProfile): { name: string; share: number
 
 /** Inclusive time of each src/ function: the share of samples with it anywhere on the stack. */
 export function inclusiveTimes(profile: CpuProfile): { name: string; share: number }[] {
-  const parent = new Map<number, number>();
-  for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
-  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const caller = callerOf(profile);
   const totals = new Map<string, number>();
   let all = 0;
   for (const node of profile.nodes) {
@@ -83,7 +87,7 @@ export function inclusiveTimes(profile: CpuProfile): { name: string; share: numb
     if (hits === 0) continue;
     all += hits;
     const seen = new Set<string>();
-    for (let at: ProfileNode | undefined = node; at; at = byId.get(parent.get(at.id) ?? -1)) {
+    for (let at: ProfileNode | undefined = node; at; at = caller(at)) {
       if (!at.callFrame.url.includes('/src/')) continue;
       const name = `${at.callFrame.functionName || '(anonymous)'} ${where(at.callFrame.url, at.callFrame.lineNumber)}`;
       if (seen.has(name)) continue;

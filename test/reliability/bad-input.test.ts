@@ -9,25 +9,14 @@ import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import type { Consent, DiagnosticReport, Extension, Flag, Observation, Resource } from '@medplum/fhirtypes';
 import { DG_EXT_AUDIT_RULE } from '../../src/audit/extensions.ts';
 import { startEmbeddedUpstream, type EmbeddedUpstream } from '../../src/embedded/upstream/index.ts';
-import { CONSENT_SCOPE, DG_CODES, DG_EXT_HARM_GROUND, DG_EXT_WITHHELD_DATA, V3_ACT_REASON, V3_CONFIDENTIALITY } from '../../src/fhir/systems.ts';
+import { CONSENT_SCOPE, DG_CODES, DG_EXT_HARM_GROUND, DG_EXT_WITHHELD_DATA, V3_ACT_REASON } from '../../src/fhir/systems.ts';
 import { ISSUER, pou, startHarness, type Harness } from '../support/harness.ts';
-import { eventsByRequest, isOperationOutcome, leakedMarkers, rawRequest } from './support.ts';
+import { eventsByRequest, isOperationOutcome, leakedMarkers, markedObservation, rawRequest } from './support.ts';
 
 const run = Math.random().toString(36).slice(2, 10);
 const mark = (what: string): string => `BADMARK-${run}-${what}-x`;
 
-function observation(id: string, patient: string, security?: string): Observation {
-  return {
-    resourceType: 'Observation',
-    id,
-    status: 'final',
-    ...(security ? { meta: { security: [{ system: V3_CONFIDENTIALITY, code: security }] } } : {}),
-    code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
-    subject: { reference: `Patient/${patient}` },
-    effectiveDateTime: '2024-03-02T09:10:00Z',
-    valueString: mark(id),
-  };
-}
+const observation = (id: string, patient: string, security?: string): Observation => markedObservation(id, patient, mark(id), security);
 
 const report = (id: string, patient: string): DiagnosticReport => ({
   resourceType: 'DiagnosticReport',

@@ -13,7 +13,7 @@ import { startEmbeddedUpstream, type EmbeddedUpstream } from '../../src/embedded
 import { CONSENT_SCOPE, V3_ACT_REASON, V3_CONFIDENTIALITY } from '../../src/fhir/systems.ts';
 import { startFaultProxy, FOREIGN_HOST, type FaultMode, type FaultProxy } from '../support/fault-proxy.ts';
 import { pou, startHarness, type Harness } from '../support/harness.ts';
-import { eventsByRequest, isOperationOutcome, leakedMarkers } from './support.ts';
+import { eventsByRequest, isOperationOutcome, leakedMarkers, markedObservation } from './support.ts';
 
 const PATIENT = 'pf1';
 const TIMEOUT_MS = 1000;
@@ -28,18 +28,7 @@ const observations = Array.from({ length: 12 }, (_, i) => {
 const restricted = { id: 'obs-fault-restricted', marker: `FAULTMARK-${run}-restricted-x` };
 const allMarkers = [...observations.flatMap((o) => [o.id, o.marker]), restricted.id, restricted.marker];
 
-function observation(id: string, marker: string, security?: string): Observation {
-  return {
-    resourceType: 'Observation',
-    id,
-    status: 'final',
-    ...(security ? { meta: { security: [{ system: V3_CONFIDENTIALITY, code: security }] } } : {}),
-    code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
-    subject: { reference: `Patient/${PATIENT}` },
-    effectiveDateTime: '2024-03-02T09:10:00Z',
-    valueString: marker,
-  };
-}
+const observation = (id: string, marker: string, security?: string): Observation => markedObservation(id, PATIENT, marker, security);
 
 const consent: Consent = {
   resourceType: 'Consent',

@@ -3,7 +3,8 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
-import type { AuditEvent } from '@medplum/fhirtypes';
+import type { AuditEvent, Observation } from '@medplum/fhirtypes';
+import { V3_CONFIDENTIALITY } from '../../src/fhir/systems.ts';
 
 export interface SeenResponse {
   readonly status: number;
@@ -88,4 +89,18 @@ export function rawRequest(base: string, opts: { method?: string; path: string; 
     req.on('error', reject);
     req.end(opts.body);
   });
+}
+
+/** An Observation carrying a unique marker string (its value), optionally labelled, for leak checks. */
+export function markedObservation(id: string, patient: string, marker: string, security?: string): Observation {
+  return {
+    resourceType: 'Observation',
+    id,
+    status: 'final',
+    ...(security ? { meta: { security: [{ system: V3_CONFIDENTIALITY, code: security }] } } : {}),
+    code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+    subject: { reference: `Patient/${patient}` },
+    effectiveDateTime: '2024-03-02T09:10:00Z',
+    valueString: marker,
+  };
 }
