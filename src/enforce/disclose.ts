@@ -1,6 +1,6 @@
 // One request's decisions: finds each resource's patients, decides it under every one of their policies
 // (deny wins, SPEC §5), applies the obligations, and keeps the per-patient account that audit records.
-import type { Resource } from '@medplum/fhirtypes';
+import type { Bundle, Resource } from '@medplum/fhirtypes';
 import type { PatientDisclosure, RedactedResource, ReleasedResource, WithheldResource } from '../audit/record.ts';
 import type { DecisionPolicy } from '../config/policy.ts';
 import { compile, evaluate, type CompiledPatientPolicy } from '../decide/index.ts';
@@ -119,10 +119,38 @@ export class DisclosureSession {
   private patientsOf(resource: Resource): readonly string[] {
     let patients = this.patientsSeen.get(resource);
     if (!patients) {
-      patients = patientsOf(resource);
+      // A stored Bundle (a document, a message) is about every patient its entries are about.
+      patients =
+        resource.resourceType === 'Bundle'
+          ? [...new Set((resource.entry ?? []).flatMap((e) => (e.resource ? this.patientsOf(e.resource) : [])))]
+          : patientsOf(resource);
       this.patientsSeen.set(resource, patients);
     }
     return patients;
+  }
+
+  /** A stored Bundle is released whole or not at all: only when every resource in it may be released unchanged. */
+  private storedBundle(bundle: Bundle, access: ScopeInteraction): Decision {
+    const trace: TraceEntry[] = [];
+    let breakGlassUsed = false;
+    for (const entry of bundle.entry ?? []) {
+      if (!entry.resource) continue;
+      const inner = this.decideRaw(entry.resource, access, this.patientsOf(entry.resource));
+      if (inner.outcome !== 'permit' || inner.obligations.some((o) => o.kind !== 'harm-refusal')) {
+        const layer = inner.trace.find((t) => t.effect === 'deny' || t.effect === 'redact')?.layer ?? 'scope';
+        const reason = 'a stored Bundle is released only when every resource in it may be released unchanged';
+        return {
+          outcome: 'deny',
+          obligations: inner.obligations.filter((o) => o.kind === 'harm-refusal'),
+          trace: [...inner.trace, { layer, effect: 'deny', rule: `Bundle/${bundle.id ?? ''}`, reason }],
+          breakGlassUsed: false,
+          part2: inner.part2,
+        };
+      }
+      trace.push(...inner.trace);
+      breakGlassUsed ||= inner.breakGlassUsed;
+    }
+    return { outcome: 'permit', obligations: [], trace, breakGlassUsed, part2: false };
   }
 
   private withinScopes(resource: Resource, access: ScopeInteraction): boolean {
@@ -153,6 +181,7 @@ export class DisclosureSession {
     if (resource.resourceType === 'AuditEvent') {
       return holdsAuditEventScope(ctx, access) ? auditRecordAccess : refusal('scope', 'audit records need an auditor scope');
     }
+    if (resource.resourceType === 'Bundle') return this.storedBundle(resource, access);
     if (ctx.patient && ctx.kinds.has('patient') && patients.length > 0 && !patients.includes(ctx.patient)) {
       return refusal('patient-context', 'outside the launch patient’s compartment');
     }

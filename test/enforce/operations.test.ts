@@ -10,6 +10,15 @@ const drA = { sub: 'dr-a', client_id: 'app', fhirUser: 'Practitioner/dr-a', scop
 const bob = { sub: 'bob', client_id: 'app', fhirUser: 'Practitioner/bob', scope: 'user/*.rs', extensions: pou('TREAT') };
 const auditor = { sub: 'auditor', client_id: 'console', fhirUser: 'Practitioner/auditor', scope: 'user/AuditEvent.rs system/Consent.r', extensions: pou('HOPERAT') };
 
+const entry = (reference: string): { resource: Resource } => ({
+  resource: { resourceType: 'Observation', id: reference, status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/p1' }, valueString: `BUNDLE-MARKER-${reference}` } as Resource,
+});
+const storedBundles: Resource[] = [
+  // A stored document Bundle holds copies of records: it is released only if every one of them may be.
+  { resourceType: 'Bundle', id: 'doc-normal', type: 'collection', entry: [entry('bn1'), entry('bn2')] } as Resource,
+  { resourceType: 'Bundle', id: 'doc-mixed', type: 'collection', entry: [entry('bm1'), { resource: { ...entry('bm2').resource, meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }] } } as Resource }] } as Resource,
+];
+
 const binaries: Resource[] = [
   // Governed by a restricted observation: only those who may see o-r may see it.
   { resourceType: 'Binary', id: 'b-restricted', contentType: 'text/plain', data: Buffer.from('BINARY-MARKER-R').toString('base64'), securityContext: { reference: 'Observation/o-r' } },
@@ -20,7 +29,7 @@ const binaries: Resource[] = [
 describe('operations and special read surfaces', () => {
   let h: Harness;
   before(async () => {
-    h = await startHarness({ resources: [...demoResources(), ...binaries] });
+    h = await startHarness({ resources: [...demoResources(), ...binaries, ...storedBundles] });
   });
   after(() => h.close());
 
@@ -36,6 +45,18 @@ describe('operations and special read surfaces', () => {
       if (row.status !== 200) assert.doesNotMatch(r.text, /BINARY-MARKER/);
     });
   }
+
+  test('a stored Bundle is released only when every resource in it may be', async () => {
+    const token = await h.token(bob);
+    const normal = await h.request('Bundle/doc-normal', { token });
+    assert.equal(normal.status, 200);
+    assert.match(normal.text, /BUNDLE-MARKER-bn2/);
+    const mixed = await h.request('Bundle/doc-mixed', { token });
+    assert.equal(mixed.status, 404);
+    assert.doesNotMatch(mixed.text, /BUNDLE-MARKER/);
+    const other = await h.request('Bundle/doc-normal', { token: await h.token({ sub: 'p2', client_id: 'papp', fhirUser: 'Patient/p2', patient: 'p2', scope: 'patient/*.rs' }) });
+    assert.equal(other.status, 404, 'another patient’s documents are not theirs to read');
+  });
 
   test('a Binary governed by another resource is never released through a listing (history)', async () => {
     const r = await h.request('Binary/_history', { token: await h.token(drA) });
