@@ -6,7 +6,7 @@ import { forbidden, GatewayError, notFound } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
 import { relativeReference } from '../provenance/build-context.ts';
 import { confineSearch, patientsNamedBy } from '../provenance/confine.ts';
-import { allows, grantedQueries, holdsAuditEventScope } from '../provenance/scopes.ts';
+import { allows, grantedQueries, holdsAuditEventScope, patientContextOnly } from '../provenance/scopes.ts';
 import type { CursorState } from './cursor.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { listingBundle, runListing, type ListingRequest } from './listing.ts';
@@ -24,7 +24,7 @@ export function requireScope(x: Exchange, resourceType: string, interaction: Sco
 function confineInstance(x: Exchange, resourceType: string, id: string): void {
   if (resourceType !== 'Patient') return;
   x.namedPatients.add(id);
-  if (x.ctx.kinds.has('patient') && !x.ctx.kinds.has('user') && !x.ctx.kinds.has('system') && x.ctx.patient !== id) throw forbidden();
+  if (patientContextOnly(x.ctx) && x.ctx.patient !== id) throw forbidden();
 }
 
 function etagHeaders(resource: Resource): Record<string, string> {
@@ -178,7 +178,7 @@ async function resolvePatientIdentifiers(x: Exchange, params: URLSearchParams): 
       if (status >= 400 || resource.resourceType !== 'Bundle') throw new GatewayError(502, 'exception', 'the upstream failed to look up the patient identifier');
       for (const e of resource.entry ?? []) if (e.resource?.resourceType === 'Patient' && e.resource.id) ids.add(e.resource.id);
     }
-    const patientOnly = x.ctx.kinds.has('patient') && !x.ctx.kinds.has('user') && !x.ctx.kinds.has('system');
+    const patientOnly = patientContextOnly(x.ctx);
     const allowed = [...ids].filter((id) => !patientOnly || id === x.ctx.patient);
     if (allowed.length === 0) return undefined;
     resolved.append(chain[1], allowed.map((id) => `Patient/${id}`).join(','));

@@ -5,7 +5,7 @@ import type { Resource } from '@medplum/fhirtypes';
 import { patientsOf } from '../fhir/compartment.ts';
 import { badRequest, forbidden, GatewayError, notFound, resourceBody } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
-import { resourceMatchesScopes } from '../provenance/scopes.ts';
+import { patientContextOnly, resourceMatchesScopes } from '../provenance/scopes.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { requireScope } from './interactions.ts';
 
@@ -13,10 +13,6 @@ export type WriteKind = 'create' | 'update' | 'patch' | 'delete';
 
 const scopeFor: Record<WriteKind, ScopeInteraction> = { create: 'c', update: 'u', patch: 'u', delete: 'd' };
 const policyTypes = new Set(['Consent', 'Flag', 'Group', 'CareTeam', 'PractitionerRole', 'Patient', 'Encounter']);
-
-function patientOnly(x: Exchange): boolean {
-  return x.ctx.kinds.has('patient') && !x.ctx.kinds.has('user') && !x.ctx.kinds.has('system');
-}
 
 function parseBody(body: Buffer | undefined, resourceType: string, id?: string): Resource {
   const resource = resourceBody<Resource>(body, resourceType, 'a resource of the type in the path');
@@ -26,7 +22,7 @@ function parseBody(body: Buffer | undefined, resourceType: string, id?: string):
 
 /** A patient/ client may write only inside its own patient's compartment. */
 function confineWrite(x: Exchange, resource: Resource | undefined): void {
-  if (!patientOnly(x) || !resource) return;
+  if (!patientContextOnly(x.ctx) || !resource) return;
   const patients = patientsOf(resource);
   if (patients.length === 0 || patients.some((p) => p !== x.ctx.patient)) throw forbidden();
 }
@@ -62,7 +58,7 @@ export async function write(x: Exchange, kind: WriteKind, resourceType: string, 
     const read = await x.deps.upstream.readJson<Resource>(`${resourceType}/${id}`, { requestId: x.ctx.requestId });
     if (read.status < 300) previous = read.resource;
     else if (kind !== 'update') throw notFound();
-    if (patientOnly(x) && previous) confineWrite(x, previous);
+    if (patientContextOnly(x.ctx) && previous) confineWrite(x, previous);
     if (previous && !resourceMatchesScopes(x.ctx, previous, scopeFor[kind])) throw forbidden();
     if (kind === 'patch' && previous) await patchable(x, previous);
   }

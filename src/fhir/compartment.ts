@@ -49,6 +49,18 @@ export function isPatientCompartmentType(resourceType: string): boolean {
   return compartmentIndex().has(resourceType);
 }
 
+let byParams: ReadonlyMap<string, readonly string[]> | undefined;
+
+/** Every type a parameter places in the Patient compartment, in CompartmentDefinition order, with those parameters. */
+export function patientCompartmentTypes(): ReadonlyMap<string, readonly string[]> {
+  if (!byParams) {
+    const byType = new Map<string, readonly string[]>();
+    for (const [type, { params }] of compartmentIndex()) if (params.length > 0) byType.set(type, params);
+    byParams = byType;
+  }
+  return byParams;
+}
+
 /** The search parameters that place a type in the Patient compartment. */
 export function patientCompartmentParams(resourceType: string): readonly string[] {
   return compartmentIndex().get(resourceType)?.params ?? [];

@@ -67,6 +67,11 @@ export function governingKind(kinds: ReadonlySet<ClientKind>): ClientKind | unde
 
 type ScopeHolder = Pick<RequestContext, 'scopes'>;
 
+/** A token holding only patient/ resource scopes: it acts in its launch patient's context and nowhere else. */
+export function patientContextOnly(ctx: Pick<RequestContext, 'kinds'>): boolean {
+  return ctx.kinds.has('patient') && !ctx.kinds.has('user') && !ctx.kinds.has('system');
+}
+
 function applicable(ctx: ScopeHolder, resourceType: string, interaction: ScopeInteraction): SmartScope[] {
   return ctx.scopes.filter((s) => (s.resourceType === '*' || s.resourceType === resourceType) && s.interactions.has(interaction));
 }

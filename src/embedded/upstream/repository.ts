@@ -19,7 +19,8 @@ import {
 } from '@medplum/core';
 import { MemoryRepository, type ReadHistoryOptions, type UpdateResourceOptions } from '@medplum/fhir-router';
 import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
-import { loadFhirDefinitions, patientCompartmentDefinition } from '../../fhir/definitions.ts';
+import { patientCompartmentTypes } from '../../fhir/compartment.ts';
+import { loadFhirDefinitions } from '../../fhir/definitions.ts';
 import {
   expandBareIds,
   isRelativeReference,
@@ -66,19 +67,7 @@ export interface PageOptions {
   readonly since?: string;
 }
 
-let compartmentParams: Map<string, readonly string[]> | undefined;
-
-/** Resource type → the params that place it in the Patient compartment (R4 CompartmentDefinition). */
-export function patientCompartmentTypes(): Map<string, readonly string[]> {
-  if (compartmentParams) return compartmentParams;
-  const map = new Map<string, readonly string[]>();
-  for (const entry of patientCompartmentDefinition().resource ?? []) {
-    const params = (entry.param ?? []).filter((p) => p !== '{def}');
-    if (params.length > 0) map.set(entry.code as string, params);
-  }
-  compartmentParams = map;
-  return map;
-}
+export { patientCompartmentTypes };
 
 function key(resourceType: string, id: string): string {
   return `${resourceType}/${id}`;
