@@ -170,16 +170,18 @@ export class AuditJournal {
     }
     let seq = this.seq;
     let prevHash = this.headHash;
-    const lines: string[] = [];
+    const parts: Buffer[] = [];
+    let events = 0;
     for (const p of batch) {
       for (const event of p.events) {
         seq += 1;
-        const { line, hash } = journalLine(seq, prevHash, event);
-        lines.push(line);
-        prevHash = hash;
+        events += 1;
+        const line = journalLine(seq, prevHash, event);
+        parts.push(...line.parts);
+        prevHash = line.hash;
       }
     }
-    const data = Buffer.from(lines.join('\n') + '\n', 'utf8');
+    const data = Buffer.concat(parts);
     try {
       if (this.segmentBytes > 0 && this.segmentBytes + data.length > this.maxSegmentBytes) await this.rotate(this.seq + 1);
       const start = this.segmentBytes;
@@ -202,7 +204,7 @@ export class AuditJournal {
     this.lastCommitFailed = false;
     this.counters.commits += 1;
     this.counters.appends += batch.length;
-    this.counters.events += lines.length;
+    this.counters.events += events;
     for (const p of batch) p.resolve();
     for (const listener of this.listeners) listener(seq);
   }
