@@ -1,8 +1,8 @@
 // Paging cursors (SPEC §5): opaque and authenticated (JWE, dir + A256GCM), so a client can neither read
 // the upstream position — which would reveal how many entries were withheld — nor change it. Bound to the
 // token's client and subject, and short-lived.
-import { createHash, randomBytes } from 'node:crypto';
-import { EncryptJWT, jwtDecrypt } from 'jose';
+import { createCipheriv, createHash, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
+import { jwtDecrypt } from 'jose';
 import { GatewayError } from '../fhir/outcome.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import type { IncludeParam, SearchView } from './search-params.ts';
@@ -27,27 +27,39 @@ export interface CursorState {
 }
 
 const cursorLifetimeSeconds = 15 * 60;
+/** base64url of `{"alg":"dir","enc":"A256GCM"}`: the JWE protected header, also the AAD (RFC 7516 §5.1). */
+const protectedHeader = Buffer.from(JSON.stringify({ alg: 'dir', enc: 'A256GCM' })).toString('base64url');
+const aad = Buffer.from(protectedHeader, 'ascii');
 
 export class CursorCodec {
-  private readonly key: Uint8Array;
+  private readonly key: KeyObject;
+  /** The same key for jose, imported once (jose would import a raw or KeyObject key on every call). */
+  private readonly openingKey: Promise<CryptoKey>;
 
   constructor(secret?: string) {
-    this.key = secret ? createHash('sha256').update(secret).digest() : randomBytes(32);
+    const raw = secret ? createHash('sha256').update(secret).digest() : randomBytes(32);
+    this.key = createSecretKey(raw);
+    this.openingKey = crypto.subtle.importKey('raw', raw, 'AES-GCM', false, ['decrypt']);
   }
 
+  /**
+   * A compact JWE (dir, A256GCM) sealed with node:crypto directly: one synchronous AES-GCM call instead of
+   * jose's WebCrypto round trip (~0.1 ms per page). jose opens it, so the format is checked by the reader.
+   */
   async seal(state: CursorState, ctx: RequestContext): Promise<string> {
-    return new EncryptJWT({ st: state, cid: ctx.clientId, sub: ctx.subject ?? '' })
-      .setProtectedHeader({ alg: 'dir', enc: 'A256GCM' })
-      .setIssuedAt()
-      .setExpirationTime(`${cursorLifetimeSeconds}s`)
-      .encrypt(this.key);
+    const iat = Math.floor(Date.now() / 1000);
+    const claims = JSON.stringify({ st: state, cid: ctx.clientId, sub: ctx.subject ?? '', iat, exp: iat + cursorLifetimeSeconds });
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', this.key, iv).setAAD(aad);
+    const ciphertext = Buffer.concat([cipher.update(claims, 'utf8'), cipher.final()]);
+    return `${protectedHeader}..${iv.toString('base64url')}.${ciphertext.toString('base64url')}.${cipher.getAuthTag().toString('base64url')}`;
   }
 
   async open(cursor: string, ctx: RequestContext): Promise<CursorState> {
     if (cursor.length > 32_768) throw new GatewayError(400, 'invalid', 'invalid paging cursor');
     let payload: Record<string, unknown>;
     try {
-      ({ payload } = await jwtDecrypt(cursor, this.key, { keyManagementAlgorithms: ['dir'], contentEncryptionAlgorithms: ['A256GCM'] }));
+      ({ payload } = await jwtDecrypt(cursor, await this.openingKey, { keyManagementAlgorithms: ['dir'], contentEncryptionAlgorithms: ['A256GCM'] }));
     } catch {
       throw new GatewayError(400, 'invalid', 'invalid or expired paging cursor');
     }
