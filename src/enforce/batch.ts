@@ -3,7 +3,7 @@
 // writes reach the upstream as one transaction; its reads are answered after them.
 import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
 import { patientsOf } from '../fhir/compartment.ts';
-import { patientContextOnly, resourceMatchesScopes } from '../provenance/scopes.ts';
+import { confinedToLaunchPatient, resourceMatchesScopes } from '../provenance/scopes.ts';
 import { badRequest, forbidden, GatewayError, operationOutcome, resourceBody } from '../fhir/outcome.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { everything, history, page, read, requireScope, search } from './interactions.ts';
@@ -122,7 +122,7 @@ async function transactionWrites(x: Exchange, entries: BundleEntry[]): Promise<B
     if (kind === 'patch') throw new GatewayError(400, 'not-supported', 'PATCH is not supported inside a transaction; send it on its own or in a batch');
     const conditional = entry.request?.ifNoneExist !== undefined || (kind !== 'create' && !path.includes('/'));
     if (conditional && !x.ctx.kinds.has('system')) throw forbidden();
-    if (patientContextOnly(x.ctx)) throw forbidden();
+    if (confinedToLaunchPatient(x.ctx)) throw forbidden();
   }
   const upstreamBundle: Bundle = { resourceType: 'Bundle', type: 'transaction', entry: entries.map((e) => ({ fullUrl: e.fullUrl, resource: e.resource, request: e.request })) };
   const response = await x.deps.upstream.request({

@@ -7,7 +7,7 @@ import { compile, evaluate, type CompiledPatientPolicy } from '../decide/index.t
 import type { Decision, Obligation, PatientPolicyInputs, Requester, TraceEntry } from '../decide/types.ts';
 import { patientsOf } from '../fhir/compartment.ts';
 import type { RequestContext, ScopeInteraction } from '../provenance/context.ts';
-import { grantedQueries, holdsAuditEventScope, resourceMatchesScopes } from '../provenance/scopes.ts';
+import { confinedToLaunchPatient, grantedQueries, holdsAuditEventScope, resourceMatchesScopes } from '../provenance/scopes.ts';
 import type { CompiledPolicyCache } from '../policy/compiled-cache.ts';
 import { applyObligations } from './redact.ts';
 
@@ -178,13 +178,13 @@ export class DisclosureSession {
       // Its security context decides a Binary; only a read resolves that context (interactions.read).
       return refusal('security-context', 'a Binary governed by another resource is released only by reading it');
     }
-    if (resource.resourceType === 'AuditEvent') {
-      return holdsAuditEventScope(ctx, access) ? auditRecordAccess : refusal('scope', 'audit records need an auditor scope');
-    }
+    if (resource.resourceType === 'AuditEvent' && !holdsAuditEventScope(ctx, access)) return refusal('scope', 'audit records need an auditor scope');
     if (resource.resourceType === 'Bundle') return this.storedBundle(resource, access);
-    if (ctx.patient && ctx.kinds.has('patient') && patients.length > 0 && !patients.includes(ctx.patient)) {
+    // Confined to the launch patient (whatever other scopes the token holds); without a launch patient, to none.
+    if (confinedToLaunchPatient(ctx) && patients.length > 0 && (ctx.patient === undefined || !patients.includes(ctx.patient))) {
       return refusal('patient-context', 'outside the launch patient’s compartment');
     }
+    if (resource.resourceType === 'AuditEvent') return auditRecordAccess;
     if (patients.length === 0) {
       const labels = resource.meta?.security ?? [];
       if (labels.length === 0) return notPatientData;

@@ -6,7 +6,7 @@ import { forbidden, GatewayError, notFound } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
 import { relativeReference } from '../provenance/build-context.ts';
 import { confineSearch, patientsNamedBy } from '../provenance/confine.ts';
-import { allows, grantedQueries, holdsAuditEventScope, patientContextOnly } from '../provenance/scopes.ts';
+import { allows, grantedQueries, holdsAuditEventScope, mayConcernPatient } from '../provenance/scopes.ts';
 import type { CursorState } from './cursor.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { listingBundle, runListing, type ListingRequest } from './listing.ts';
@@ -20,11 +20,11 @@ export function requireScope(x: Exchange, resourceType: string, interaction: Sco
   if (resourceType === 'AuditEvent' && !holdsAuditEventScope(x.ctx, interaction)) throw forbidden();
 }
 
-/** A patient/ token may name only its own patient: refused before any data is read (SPEC §3). */
+/** A token confined to its launch patient may name only that patient: refused before any data is read (SPEC §3). */
 function confineInstance(x: Exchange, resourceType: string, id: string): void {
   if (resourceType !== 'Patient') return;
   x.namedPatients.add(id);
-  if (patientContextOnly(x.ctx) && x.ctx.patient !== id) throw forbidden();
+  if (!mayConcernPatient(x.ctx, id)) throw forbidden();
 }
 
 function etagHeaders(resource: Resource): Record<string, string> {
@@ -178,8 +178,7 @@ async function resolvePatientIdentifiers(x: Exchange, params: URLSearchParams): 
       if (status >= 400 || resource.resourceType !== 'Bundle') throw new GatewayError(502, 'exception', 'the upstream failed to look up the patient identifier');
       for (const e of resource.entry ?? []) if (e.resource?.resourceType === 'Patient' && e.resource.id) ids.add(e.resource.id);
     }
-    const patientOnly = patientContextOnly(x.ctx);
-    const allowed = [...ids].filter((id) => !patientOnly || id === x.ctx.patient);
+    const allowed = [...ids].filter((id) => mayConcernPatient(x.ctx, id));
     if (allowed.length === 0) return undefined;
     resolved.append(chain[1], allowed.map((id) => `Patient/${id}`).join(','));
   }

@@ -7,7 +7,8 @@ import type { Decision } from '../decide/types.ts';
 import { badRequest, forbidden, GatewayError, notFound, resourceBody } from '../fhir/outcome.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import { relativeReference } from '../provenance/build-context.ts';
-import { holdsAuditEventScope, parseScopes } from '../provenance/scopes.ts';
+import { withinPatientContext } from '../provenance/confine.ts';
+import { holdsAuditEventScope, mayConcernPatient, parseScopes } from '../provenance/scopes.ts';
 import { DisclosureSession } from './disclose.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { everything } from './interactions.ts';
@@ -61,8 +62,11 @@ async function explain(x: Exchange): Promise<Reply> {
     const relative = ref ? relativeReference(ref) : undefined;
     if (!relative) throw badRequest('resource or reference is required');
     const read = await x.deps.upstream.readJson<Resource>(relative, { requestId: x.ctx.requestId });
-    if (read.status >= 400) throw notFound();
+    // another patient's resource, for a token confined to its launch patient, reads as a missing one
+    if (read.status >= 400 || !withinPatientContext(x.ctx, read.resource)) throw notFound();
     resource = read.resource;
+  } else if (!withinPatientContext(x.ctx, resource)) {
+    throw forbidden();
   }
   const patient = fhirUser.startsWith('Patient/') ? fhirUser.slice('Patient/'.length) : undefined;
   const hypothetical: RequestContext = Object.freeze({
@@ -104,9 +108,12 @@ async function consentEnforcementStatus(x: Exchange, resourceType: string, id: s
     const read = await x.deps.upstream.readJson<Consent>(`Consent/${id}`, { requestId: x.ctx.requestId });
     if (read.status === 404 || read.status === 410) throw notFound();
     if (read.status >= 400 || read.resource.resourceType !== 'Consent') throw new GatewayError(502, 'exception', 'the upstream failed to read the consent');
+    // another patient's consent, for a token confined to its launch patient, reads as a missing one
+    if (!withinPatientContext(x.ctx, read.resource)) throw notFound();
     consents = [read.resource];
   } else {
     x.namedPatients.add(id);
+    if (!mayConcernPatient(x.ctx, id)) throw forbidden();
     const all = await x.deps.upstream.searchAll(`Consent?patient=Patient/${id}&_count=200`, { requestId: x.ctx.requestId });
     consents = all.resources as Consent[];
   }

@@ -5,7 +5,7 @@ import type { Resource } from '@medplum/fhirtypes';
 import { patientsOf } from '../fhir/compartment.ts';
 import { badRequest, forbidden, GatewayError, notFound, resourceBody } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
-import { patientContextOnly, resourceMatchesScopes } from '../provenance/scopes.ts';
+import { confinedToLaunchPatient, mayConcernPatient, resourceMatchesScopes } from '../provenance/scopes.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { requireScope } from './interactions.ts';
 
@@ -20,11 +20,11 @@ function parseBody(body: Buffer | undefined, resourceType: string, id?: string):
   return resource;
 }
 
-/** A patient/ client may write only inside its own patient's compartment. */
+/** A token confined to its launch patient writes only inside that patient's compartment, whatever its other scopes. */
 function confineWrite(x: Exchange, resource: Resource | undefined): void {
-  if (!patientContextOnly(x.ctx) || !resource) return;
+  if (!confinedToLaunchPatient(x.ctx) || !resource) return;
   const patients = patientsOf(resource);
-  if (patients.length === 0 || patients.some((p) => p !== x.ctx.patient)) throw forbidden();
+  if (patients.length === 0 || patients.some((p) => !mayConcernPatient(x.ctx, p))) throw forbidden();
 }
 
 /**
@@ -58,7 +58,7 @@ export async function write(x: Exchange, kind: WriteKind, resourceType: string, 
     const read = await x.deps.upstream.readJson<Resource>(`${resourceType}/${id}`, { requestId: x.ctx.requestId });
     if (read.status < 300) previous = read.resource;
     else if (kind !== 'update') throw notFound();
-    if (patientContextOnly(x.ctx) && previous) confineWrite(x, previous);
+    confineWrite(x, previous);
     if (previous && !resourceMatchesScopes(x.ctx, previous, scopeFor[kind])) throw forbidden();
     if (kind === 'patch' && previous) await patchable(x, previous);
   }

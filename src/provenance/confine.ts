@@ -1,6 +1,6 @@
 // Patient-context confinement and the incomplete-request rule (SPEC §3), on parsed requests: pure, no I/O.
-// patient/ tokens see only their launch patient's compartment; user/ (and, by policy, system/) clients
-// must name the patient of a Patient-compartment query before the upstream is asked.
+// Tokens holding any patient/ scope see only their launch patient's compartment; user/ (and, by policy,
+// system/) clients must name the patient of a Patient-compartment query before the upstream is asked.
 import { getSearchParameter } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
 import type { DecisionPolicy } from '../config/policy.ts';
@@ -13,7 +13,7 @@ import {
 import { loadFhirDefinitions } from '../fhir/definitions.ts';
 import type { RequestContext } from './context.ts';
 import { ForbiddenError, IncompleteRequestError } from './errors.ts';
-import { governingKind } from './scopes.ts';
+import { confinedToLaunchPatient, governingKind } from './scopes.ts';
 
 export type SearchInteraction = 'search-type' | 'search-system' | 'history-type' | 'history-system' | 'search-compartment';
 
@@ -180,15 +180,15 @@ function requirePatientNamed(req: ParsedSearch): void {
  * ForbiddenError (another patient named; unconfinable) or IncompleteRequestError (no patient named).
  */
 export function confineSearch(ctx: RequestContext, policy: DecisionPolicy, req: ParsedSearch): URLSearchParams {
+  if (confinedToLaunchPatient(ctx)) return confineToPatient(ctx, policy, req);
   const kind = governingKind(ctx.kinds);
-  if (kind === 'patient') return confineToPatient(ctx, policy, req);
   if (kind && policy.requirePatient.includes(kind)) requirePatientNamed(req);
   return new URLSearchParams(req.params);
 }
 
-/** For reads: a patient/ token may see a Patient-compartment resource only if it is in the launch patient's compartment. */
+/** For reads: a confined token may see a Patient-compartment resource only if it is in the launch patient's compartment. */
 export function withinPatientContext(ctx: RequestContext, resource: Resource): boolean {
-  if (governingKind(ctx.kinds) !== 'patient') return true;
+  if (!confinedToLaunchPatient(ctx)) return true;
   if (!isPatientCompartmentType(resource.resourceType)) return true;
   return ctx.patient !== undefined && patientsOf(resource).includes(ctx.patient);
 }

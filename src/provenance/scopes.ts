@@ -67,9 +67,19 @@ export function governingKind(kinds: ReadonlySet<ClientKind>): ClientKind | unde
 
 type ScopeHolder = Pick<RequestContext, 'scopes'>;
 
-/** A token holding only patient/ resource scopes: it acts in its launch patient's context and nowhere else. */
-export function patientContextOnly(ctx: Pick<RequestContext, 'kinds'>): boolean {
-  return ctx.kinds.has('patient') && !ctx.kinds.has('user') && !ctx.kinds.has('system');
+/**
+ * Whether the request is confined to the launch patient (SPEC §3): it is whenever the token holds any
+ * patient/ scope, whatever user/ or system/ scopes it holds beside them — those still decide which types
+ * and interactions are allowed, never which patients. The compartment is the `patient` claim's; a token
+ * without that claim is confined to no patient, so every request about a patient is refused.
+ */
+export function confinedToLaunchPatient(ctx: Pick<RequestContext, 'kinds'>): boolean {
+  return ctx.kinds.has('patient');
+}
+
+/** Whether a confined request may concern this patient: only its launch patient (unconfined: any). */
+export function mayConcernPatient(ctx: Pick<RequestContext, 'kinds' | 'patient'>, patientId: string): boolean {
+  return !confinedToLaunchPatient(ctx) || (ctx.patient !== undefined && ctx.patient === patientId);
 }
 
 function applicable(ctx: ScopeHolder, resourceType: string, interaction: ScopeInteraction): SmartScope[] {

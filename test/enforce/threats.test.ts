@@ -6,14 +6,17 @@ import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { EncryptJWT, jwtDecrypt } from 'jose';
 import type { Bundle, Observation, Resource } from '@medplum/fhirtypes';
+import { startEmbeddedUpstream, type EmbeddedUpstream } from '../../src/embedded/upstream/index.ts';
 import { DS4P_INLINE_LABEL, V3_OBSERVATION_VALUE } from '../../src/fhir/systems.ts';
 import { PROCESS_INLINE } from '../decide/fixtures.ts';
+import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
 import { pou, startHarness, type Harness } from '../support/harness.ts';
 import {
   assertNoTrace,
   assertSearchset,
   cast,
   conf,
+  consent,
   content,
   entriesOf,
   idsOf,
@@ -21,6 +24,7 @@ import {
   pagedIds,
   patient,
   rawGet,
+  TPO,
   type Res,
 } from '../conformance/support.ts';
 
@@ -452,5 +456,161 @@ describe('threat model: no indirect trace of withheld data', () => {
     const text = JSON.stringify(upstream);
     for (const s of ['pv-r1', content('pv-r1'), 'secret-code-77', 'hiddenword', 'contained-secret']) assert.ok(text.includes(s), s);
     assert.ok(entriesOf(upstream).length > RELEASED_OBS.length);
+  });
+});
+
+// A token holding patient/ scopes beside user/ (or system/) scopes is confined to its launch patient for
+// every request, exactly as a patient/-only token: the other scopes decide types and interactions, never
+// which patients (SPEC §3, README "Who is asking"). Its own world, reached through a recording proxy so
+// that "refused before the upstream is asked" is seen, not inferred.
+describe('mixed tokens: patient/ scopes confine whatever else the token holds', () => {
+  const OWN = 'mixed-own';
+  const ELSE = 'mixed-other';
+  const world: Resource[] = [
+    ...cast(OWN),
+    patient(OWN),
+    patient(ELSE),
+    obs(`${OWN}-o1`, OWN),
+    obs(`${OWN}-o2`, OWN),
+    obs(`${ELSE}-o1`, ELSE),
+    consent(`c-${OWN}`, OWN, { type: 'permit', purpose: TPO }),
+    consent(`c-${ELSE}`, ELSE, { type: 'permit', purpose: TPO }),
+  ];
+  const userScopes = 'user/Observation.cruds user/Patient.rs';
+  let mh: Harness;
+  let upstream: EmbeddedUpstream;
+  let proxy: FaultProxy;
+  /** patient/Observation.rs beside user/ scopes, launch patient OWN. */
+  let mixed: string;
+  /** The same user/ scopes without the patient/ one: the control that shows each refusal is the confinement. */
+  let userOnly: string;
+  /** patient/ scopes alone, same launch patient: what the mixed token must behave like. */
+  let patientOnly: string;
+
+  before(async () => {
+    upstream = await startEmbeddedUpstream({ resources: world });
+    proxy = await startFaultProxy(upstream.url);
+    mh = await startHarness({ upstream: { url: proxy.url, repo: upstream.repo, close: async () => {} } });
+    const clinician = { sub: 'dr-a', client_id: 'ehr-launch', fhirUser: 'Practitioner/dr-a', extensions: pou('TREAT') };
+    mixed = await mh.token({ ...clinician, patient: OWN, scope: `patient/Observation.rs ${userScopes}` });
+    userOnly = await mh.token({ ...clinician, scope: userScopes });
+    patientOnly = await mh.token({ sub: `pt-${OWN}`, client_id: 'patient-app', patient: OWN, fhirUser: `Patient/${OWN}`, scope: 'patient/Observation.cruds patient/Patient.rs' });
+  });
+  after(async () => {
+    await mh.close();
+    await proxy.close();
+    await upstream.close();
+  });
+
+  const req = (path: string, token: string, opts: { method?: string; body?: unknown } = {}) => mh.request(path, { token, ...opts });
+  /** Upstream request targets since `from` that name the other patient. */
+  const askedAboutElse = (from: number) => proxy.seen.slice(from).filter((target) => target.includes(ELSE));
+  const stored = async (id: string) => (await (await fetch(`${upstream.url}/Observation/${id}`)).json()) as Observation;
+  const newObservation = (patientId: string): Observation => ({ resourceType: 'Observation', status: 'final', code: { text: 'mixed-write' }, subject: { reference: `Patient/${patientId}` } });
+
+  test('reading another patient: 403 before the upstream is asked, identical whether or not the patient exists', async () => {
+    const from = proxy.seen.length;
+    const other = await req(`Patient/${ELSE}`, mixed);
+    const missing = await req('Patient/no-such-patient', mixed);
+    assert.equal(other.status, 403);
+    assert.equal(other.body?.resourceType, 'OperationOutcome');
+    assert.equal(other.text, missing.text);
+    assertNoTrace(other, [ELSE]);
+    assert.deepEqual(askedAboutElse(from), [], 'the upstream was not asked');
+    assert.equal((await req(`Patient/${ELSE}`, userOnly)).status, 200, 'the same user/ scopes alone read it');
+    assert.ok(askedAboutElse(from).length > 0, 'the proxy sees such a read (the check above can fail)');
+  });
+
+  test('another patient’s Observation by id reads exactly as for a patient/-only token: 404, as for one that does not exist', async () => {
+    const other = await req(`Observation/${ELSE}-o1`, mixed);
+    assert.equal(other.status, 404);
+    assert.equal(other.text, (await req('Observation/no-such-obs', mixed)).text);
+    assert.equal(other.text, (await req(`Observation/${ELSE}-o1`, patientOnly)).text);
+    assertNoTrace(other, [`${ELSE}-o1`, content(`${ELSE}-o1`)]);
+    assert.equal((await req(`Observation/${ELSE}-o1`, userOnly)).status, 200, 'the same user/ scopes alone read it');
+  });
+
+  test('a search naming another patient: 403 before the upstream is asked; one naming none is confined to the launch patient', async () => {
+    const from = proxy.seen.length;
+    for (const path of [`Observation?patient=${ELSE}`, `Observation?subject=Patient/${ELSE}`, `Observation?patient=${OWN},${ELSE}`, `Patient/${ELSE}/Observation`, `Patient?_id=${ELSE}`, `Patient/${ELSE}/$everything`]) {
+      const res = await req(path, mixed);
+      assert.equal(res.status, 403, `${path}: ${res.text.slice(0, 200)}`);
+      assertNoTrace(res, [`${ELSE}-o1`]);
+    }
+    assert.deepEqual(askedAboutElse(from), [], 'the upstream was not asked');
+    const unnamed = assertSearchset(await req('Observation', mixed));
+    assert.deepEqual(idsOf(unnamed), [`${OWN}-o1`, `${OWN}-o2`]);
+    assert.deepEqual(idsOf(assertSearchset(await req(`Observation?patient=${ELSE}`, userOnly))), [`${ELSE}-o1`], 'the same user/ scopes alone search it');
+  });
+
+  test('the launch patient’s own data still reads and searches', async () => {
+    assert.equal((await req(`Patient/${OWN}`, mixed)).status, 200);
+    assert.equal((await req(`Observation/${OWN}-o1`, mixed)).status, 200);
+    assert.deepEqual(idsOf(assertSearchset(await req(`Observation?patient=${OWN}`, mixed))), [`${OWN}-o1`, `${OWN}-o2`]);
+  });
+
+  test('writes about another patient: 403, the upstream unchanged; writes about the launch patient pass', async () => {
+    const created = await req('Observation', mixed, { method: 'POST', body: newObservation(ELSE) });
+    assert.equal(created.status, 403, created.text.slice(0, 200));
+    const overwrite = await req(`Observation/${ELSE}-o1`, mixed, { method: 'PUT', body: obs(`${ELSE}-o1`, ELSE, [], { valueString: 'overwritten' }) });
+    assert.equal(overwrite.status, 403);
+    const takeOver = await req(`Observation/${ELSE}-o1`, mixed, { method: 'PUT', body: obs(`${ELSE}-o1`, OWN, [], { valueString: 'taken over' }) });
+    assert.equal(takeOver.status, 403, 'a resource of another patient is not moved to the launch patient');
+    const handOver = await req(`Observation/${OWN}-o2`, mixed, { method: 'PUT', body: obs(`${OWN}-o2`, ELSE) });
+    assert.equal(handOver.status, 403, 'nor one of the launch patient to another');
+    assert.equal((await stored(`${ELSE}-o1`)).valueString, content(`${ELSE}-o1`));
+    assert.equal((await stored(`${OWN}-o2`)).subject?.reference, `Patient/${OWN}`);
+    const elseObservations = (await (await fetch(`${upstream.url}/Observation?subject=Patient/${ELSE}`)).json()) as Bundle;
+    assert.deepEqual(idsOf(elseObservations), [`${ELSE}-o1`], 'nothing was created for the other patient');
+    // exactly as a patient/-only token: a transaction is refused, even about the launch patient
+    const transaction: Bundle = { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'POST', url: 'Observation' }, resource: newObservation(OWN) }] };
+    assert.equal((await req('', mixed, { method: 'POST', body: transaction })).status, 403);
+
+    const own = await req('Observation', mixed, { method: 'POST', body: newObservation(OWN) });
+    assert.equal(own.status, 201, own.text.slice(0, 200));
+    const updated = await req(`Observation/${OWN}-o2`, mixed, { method: 'PUT', body: obs(`${OWN}-o2`, OWN, [], { valueString: 'updated' }) });
+    assert.equal(updated.status, 200, updated.text.slice(0, 200));
+    assert.equal((await stored(`${OWN}-o2`)).valueString, 'updated');
+    const control = await req('Observation', userOnly, { method: 'POST', body: newObservation(ELSE) });
+    assert.equal(control.status, 201, 'the same user/ scopes alone write it');
+  });
+
+  test('patient/ scopes beside user/ ones but no patient claim: confined to no patient', async () => {
+    const noClaim = await mh.token({ sub: 'dr-a', client_id: 'ehr-launch', fhirUser: 'Practitioner/dr-a', extensions: pou('TREAT'), scope: `patient/Observation.rs ${userScopes} user/Practitioner.rs` });
+    const read = await req(`Observation/${ELSE}-o1`, noClaim);
+    assert.equal(read.status, 404);
+    assert.equal(read.text, (await req('Observation/no-such-obs', noClaim)).text);
+    assert.equal((await req(`Observation/${OWN}-o1`, noClaim)).status, 404);
+    assert.equal((await req(`Patient/${ELSE}`, noClaim)).status, 403);
+    assert.equal((await req(`Observation?patient=${OWN}`, noClaim)).status, 403);
+    assert.equal((await req('Observation', noClaim, { method: 'POST', body: newObservation(OWN) })).status, 403);
+    assert.equal((await req('Practitioner/dr-a', noClaim)).status, 200, 'data about no patient stays readable under the scopes');
+  });
+
+  test('operations: an auditor’s patient/ scope confines the status and explain operations to the launch patient', async () => {
+    const auditor = { sub: 'auditor', client_id: 'console', fhirUser: 'Practitioner/auditor', extensions: pou('HOPERAT') };
+    const confined = await mh.token({ ...auditor, patient: OWN, scope: 'user/AuditEvent.rs system/Consent.r patient/Observation.rs' });
+    const from = proxy.seen.length;
+    const other = await req(`Patient/${ELSE}/$consent-enforcement-status`, confined);
+    assert.equal(other.status, 403);
+    assert.deepEqual(askedAboutElse(from), [], 'the upstream was not asked');
+    const otherConsent = await req(`Consent/c-${ELSE}/$consent-enforcement-status`, confined);
+    assert.equal(otherConsent.status, 404);
+    assert.equal(otherConsent.text, (await req('Consent/no-such-consent/$consent-enforcement-status', confined)).text);
+    const own = await req(`Patient/${OWN}/$consent-enforcement-status`, confined);
+    assert.equal(own.status, 200);
+    assert.equal(own.body.parameter.length, 1);
+    const explain = (what: { name: string; [value: string]: unknown }) => ({
+      resourceType: 'Parameters',
+      parameter: [{ name: 'actor', valueReference: { reference: 'Practitioner/dr-a' } }, { name: 'purpose', valueCode: 'TREAT' }, { name: 'scope', valueString: 'user/*.rs' }, what],
+    });
+    const explainOther = await req('$disclosure-decision', confined, { method: 'POST', body: explain({ name: 'reference', valueReference: { reference: `Observation/${ELSE}-o1` } }) });
+    assert.equal(explainOther.status, 404);
+    assert.equal(explainOther.text, (await req('$disclosure-decision', confined, { method: 'POST', body: explain({ name: 'reference', valueReference: { reference: 'Observation/no-such-obs' } }) })).text);
+    assert.equal((await req('$disclosure-decision', confined, { method: 'POST', body: explain({ name: 'resource', resource: obs('inline', ELSE) }) })).status, 403);
+    assert.equal((await req('$disclosure-decision', confined, { method: 'POST', body: explain({ name: 'reference', valueReference: { reference: `Observation/${OWN}-o1` } }) })).status, 200);
+    const unconfined = await mh.token({ ...auditor, scope: 'user/AuditEvent.rs system/Consent.r' });
+    assert.equal((await req(`Patient/${ELSE}/$consent-enforcement-status`, unconfined)).status, 200, 'the same auditor scopes alone ask it');
+    assert.equal((await req('$disclosure-decision', unconfined, { method: 'POST', body: explain({ name: 'reference', valueReference: { reference: `Observation/${ELSE}-o1` } }) })).status, 200);
   });
 });

@@ -17,6 +17,11 @@ import { ForbiddenError, IncompleteRequestError } from '../../src/provenance/err
 
 const patientCtx = buildRequestContext({ client_id: 'app', scope: 'patient/*.rs', patient: 'p1', fhirUser: 'Patient/p1' }, { requestId: 'r' }, defaultPolicy);
 const noLaunchCtx = buildRequestContext({ client_id: 'app', scope: 'patient/*.rs', purpose_of_use: 'PATRQT' }, { requestId: 'r' }, defaultPolicy);
+const mixedCtx = buildRequestContext(
+  { client_id: 'app', scope: 'patient/Observation.rs user/Observation.rs user/Patient.rs', patient: 'p1', fhirUser: 'Practitioner/dr-a', purpose_of_use: 'TREAT' },
+  { requestId: 'r' },
+  defaultPolicy,
+);
 const userCtx = buildRequestContext({ client_id: 'app', scope: 'user/*.rs', fhirUser: 'Practitioner/dr-a' }, { requestId: 'r' }, defaultPolicy);
 const systemCtx = buildRequestContext({ client_id: 'engine', scope: 'system/*.rs', purpose_of_use: 'TREAT' }, { requestId: 'r' }, defaultPolicy);
 const allKinds: DecisionPolicy = policySchema.parse({ requirePatient: ['patient', 'user', 'system'] });
@@ -81,6 +86,14 @@ const table: Row[] = [
   { name: 'pt: type history cannot be confined (requirePatient covers patient)', ctx: patientCtx, request: 'Observation/_history', expected: 'incomplete' },
   { name: 'pt: type history without the rule → 403', ctx: patientCtx, request: 'Observation/_history', policy: policySchema.parse({ requirePatient: ['user'] }), expected: 'forbidden' },
   { name: 'pt: patient/ scopes without a launch patient', ctx: noLaunchCtx, request: 'Observation', expected: 'forbidden' },
+  // patient/ beside user/ scopes: confined exactly as patient/ alone — the user/ scopes never widen it
+  { name: 'mixed: Observation without patient is confined', ctx: mixedCtx, request: 'Observation?code=1234-5', expected: `code=1234-5&patient=${encodeURIComponent(ref)}` },
+  { name: 'mixed: own patient passes unchanged', ctx: mixedCtx, request: 'Observation?patient=p1', expected: 'patient=p1' },
+  { name: 'mixed: another patient by id', ctx: mixedCtx, request: 'Observation?patient=p2', expected: 'forbidden' },
+  { name: 'mixed: another patient in an OR list', ctx: mixedCtx, request: 'Observation?patient=p1,p2', expected: 'forbidden' },
+  { name: 'mixed: another compartment path', ctx: mixedCtx, request: 'Patient/p2/Observation', expected: 'forbidden' },
+  { name: 'mixed: Patient search is confined by _id', ctx: mixedCtx, request: 'Patient?name=smith', expected: 'name=smith&_id=p1' },
+  { name: 'mixed: _id of another Patient', ctx: mixedCtx, request: 'Patient?_id=p2', expected: 'forbidden' },
   // incomplete-request rule: user/ clients
   { name: 'usr: Observation by code only', ctx: userCtx, request: 'Observation?code=X', expected: 'incomplete' },
   { name: 'usr: Observation with no parameters', ctx: userCtx, request: 'Observation', expected: 'incomplete' },
@@ -174,6 +187,9 @@ describe('compartment helpers', () => {
     ['own Patient resource', patientCtx, { resourceType: 'Patient', id: 'p1' }, true],
     ['another Patient resource', patientCtx, { resourceType: 'Patient', id: 'p2' }, false],
     ['user/ tokens are not confined', userCtx, observation('Patient/p2'), true],
+    ['patient/ beside user/ scopes: own observation', mixedCtx, observation('Patient/p1'), true],
+    ["patient/ beside user/ scopes: another patient's observation", mixedCtx, observation('Patient/p2'), false],
+    ['patient/ scopes without a launch patient', noLaunchCtx, observation('Patient/p1'), false],
   ];
   for (const [name, ctx, resource, expected] of table) test(`withinPatientContext: ${name}`, () => assert.equal(withinPatientContext(ctx, resource), expected));
 });

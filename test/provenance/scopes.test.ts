@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Observation } from '@medplum/fhirtypes';
-import { allows, governingKind, grantedQueries, parseScope, parseScopes, resourceMatchesScopes } from '../../src/provenance/scopes.ts';
+import { allows, confinedToLaunchPatient, governingKind, grantedQueries, mayConcernPatient, parseScope, parseScopes, resourceMatchesScopes } from '../../src/provenance/scopes.ts';
 
 const LAB = 'http://terminology.hl7.org/CodeSystem/observation-category|laboratory';
 const CATEGORY = 'http://terminology.hl7.org/CodeSystem/observation-category';
@@ -66,6 +66,31 @@ describe('parseScopes', () => {
     ];
     for (const [scope, expected] of table) assert.equal(governingKind(parseScopes(scope).kinds), expected, scope);
   });
+});
+
+describe('confinedToLaunchPatient and mayConcernPatient', () => {
+  // One rule (SPEC §3): any patient/ scope confines the token to its launch patient, whatever else it holds.
+  const table: { scope: string; patient?: string; confined: boolean; p1: boolean; p2: boolean }[] = [
+    { scope: 'patient/Observation.rs', patient: 'p1', confined: true, p1: true, p2: false },
+    { scope: 'patient/Observation.rs user/Observation.rs', patient: 'p1', confined: true, p1: true, p2: false },
+    { scope: 'system/*.cruds patient/Patient.r', patient: 'p1', confined: true, p1: true, p2: false },
+    { scope: 'user/*.cruds system/*.rs patient/*.rs', patient: 'p1', confined: true, p1: true, p2: false },
+    // no patient claim: confined to no patient at all
+    { scope: 'patient/Observation.rs', confined: true, p1: false, p2: false },
+    { scope: 'patient/Observation.rs user/Observation.rs', confined: true, p1: false, p2: false },
+    // no patient/ scope: a patient claim alone confines nothing
+    { scope: 'user/Observation.rs', patient: 'p1', confined: false, p1: true, p2: true },
+    { scope: 'system/*.rs', confined: false, p1: true, p2: true },
+    { scope: 'openid launch/patient', patient: 'p1', confined: false, p1: true, p2: true },
+  ];
+  for (const row of table) {
+    test(`${row.scope}${row.patient ? ` (patient ${row.patient})` : ' (no patient claim)'}`, () => {
+      const ctx = { kinds: parseScopes(row.scope).kinds, ...(row.patient ? { patient: row.patient } : {}) };
+      assert.equal(confinedToLaunchPatient(ctx), row.confined);
+      assert.equal(mayConcernPatient(ctx, 'p1'), row.p1);
+      assert.equal(mayConcernPatient(ctx, 'p2'), row.p2);
+    });
+  }
 });
 
 const ctxOf = (scope: string) => ({ scopes: parseScopes(scope).scopes });
