@@ -1,15 +1,25 @@
 // The side-by-side table (issue 7): direct to the canned upstream, a plain undici pass-through, the parse
 // floor, and the gateway for a permitted patient, a patient with consents (a third withheld, some
 // redacted) and break-the-glass, on 100- and 1,000-entry searchsets. Ratios to the floor are the result.
-import { tmpdir } from 'node:os';
+// wrk's closed loop runs every cell at saturation, where p99 is mostly queueing (≈ connections / req/s); a
+// second, paced table measures direct, the floor and gateway (a) at 100 entries well below saturation, for
+// issue 7's "p99 added latency < 5 ms at 100 entries, concurrency 10".
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Bundle } from '@medplum/fhirtypes';
+import { maxPageSize } from '../src/enforce/search-params.ts';
 import { startChild, wrk, type Child, type WrkResult } from './load.ts';
 import { summariseProfiles } from './profile-summary.ts';
 import { ensureWrk, fmt, ISSUER, machine, requesterClaims, startWorld, table, type BenchWorld } from './setup.ts';
+import { reportUsage, UsageError } from './usage.ts';
 
-type Kind = 'direct' | 'passthrough' | 'floor' | 'permitted' | 'withholding' | 'break-glass';
+const allKinds = ['direct', 'passthrough', 'floor', 'permitted', 'withholding', 'break-glass'] as const;
+type Kind = (typeof allKinds)[number];
+/** The paced table's servers (those of them `--kinds` selects) and page size. */
+const pacedKinds: readonly Kind[] = ['direct', 'floor', 'permitted'];
+const pacedSize = 100;
 
 interface Cell {
   readonly kind: Kind;
@@ -31,6 +41,11 @@ export interface GatewayBenchOptions {
   readonly connections: number;
   readonly profileDir?: string;
   readonly kinds: readonly Kind[];
+  /** `true`: the closed-loop table, then the paced one; `false`: closed-loop only; `only`: paced only. */
+  readonly paced: boolean | 'only';
+  /** Paced cells: each connection waits `paceMs` on average (± half) between a response and its next request. */
+  readonly paceMs: number;
+  readonly pacedSeconds: number;
 }
 
 const labels: Record<Kind, string> = {
@@ -55,7 +70,7 @@ async function probe(url: string, headers: Record<string, string>): Promise<{ en
   return { entries: entries.length, redacted };
 }
 
-async function measure(world: BenchWorld, kind: Kind, size: number, opts: GatewayBenchOptions): Promise<Cell> {
+async function measure(world: BenchWorld, kind: Kind, size: number, opts: GatewayBenchOptions, paced = false): Promise<Cell> {
   const patient = kind === 'withholding' || kind === 'break-glass' ? world.load.withholding.id : world.load.permitted.id;
   const query = `Observation?patient=${patient}&_count=${size}`;
   let child: Child | undefined;
@@ -66,7 +81,7 @@ async function measure(world: BenchWorld, kind: Kind, size: number, opts: Gatewa
     child = await startChild({ role: kind, target: world.canned.url });
     url = `${child.url}/fhir/${query}`;
   } else {
-    child = await startChild({ role: 'gateway', upstreamUrl: world.cannedBase, jwks: world.issuer.jwks, issuer: ISSUER }, { profileDir: opts.profileDir });
+    child = await startChild({ role: 'gateway', upstreamUrl: world.cannedBase, jwks: world.issuer.jwks, issuer: ISSUER }, { profileDir: paced ? undefined : opts.profileDir });
     headers.authorization = `Bearer ${await world.issuer.token(child.url, requesterClaims(kind === 'break-glass' ? 'btg' : 'treat'))}`;
     url = `${child.url}/${query}`;
   }
@@ -74,8 +89,12 @@ async function measure(world: BenchWorld, kind: Kind, size: number, opts: Gatewa
     // The first request records the upstream answers and fills the policy cache; later ones hit both.
     const shape = await probe(url, headers);
     await wrk(url, { connections: opts.connections, seconds: opts.warmupSeconds, headers });
+    // Requests the warm-up left in flight finish before a paced run starts.
+    if (paced) await sleep(250);
     const before = await world.canned.stats();
-    const result = await wrk(url, { connections: opts.connections, seconds: opts.seconds, headers });
+    const result = paced
+      ? await wrk(url, { connections: opts.connections, seconds: opts.pacedSeconds, headers, paceMs: opts.paceMs })
+      : await wrk(url, { connections: opts.connections, seconds: opts.seconds, headers });
     const after = await world.canned.stats();
     const rssMb = (child ?? world.canned).peakRssMb();
     const policyReads = Object.entries(after.byShape)
@@ -87,23 +106,56 @@ async function measure(world: BenchWorld, kind: Kind, size: number, opts: Gatewa
   }
 }
 
+function isKind(name: string): name is Kind {
+  return (allKinds as readonly string[]).includes(name);
+}
+
+function positiveEnv(name: string, fallback: number): number {
+  const text = process.env[name];
+  if (text === undefined || text === '') return fallback;
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0) throw new UsageError(`${name}=${text}: a positive number`);
+  return value;
+}
+
+/** The options of `npm run bench -- gateway`; a wrong value throws a UsageError before anything starts. */
 export function defaultGatewayOptions(args: readonly string[]): GatewayBenchOptions {
-  const seconds = Number(process.env.BENCH_SECONDS ?? 6);
-  const profile = args.includes('--profile');
-  const only = args.find((a) => a.startsWith('--sizes='));
-  const kinds = args.find((a) => a.startsWith('--kinds='));
+  const option = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+  const sizesText = option('sizes');
+  const sizes = sizesText === undefined ? [100, 1000] : sizesText.split(',').map((text) => {
+    if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > maxPageSize) {
+      throw new UsageError(`invalid size "${text}" in --sizes=${sizesText}: page sizes are whole numbers from 1 to ${maxPageSize} (the gateway's largest page), e.g. --sizes=100,1000`);
+    }
+    return Number(text);
+  });
+  const kindsText = option('kinds');
+  const kinds = kindsText === undefined ? [...allKinds] : kindsText.split(',').map((name) => {
+    if (!isKind(name)) throw new UsageError(`unknown kind "${name}" in --kinds=${kindsText}; valid kinds: ${allKinds.join(', ')}`);
+    return name;
+  });
+  const pacedText = option('paced') ?? 'true';
+  if (pacedText !== 'true' && pacedText !== 'false' && pacedText !== 'only') throw new UsageError(`--paced=${pacedText}: one of true, false, only`);
+  const paced = pacedText === 'only' ? 'only' : pacedText === 'true';
+  if (paced === 'only' && (!sizes.includes(pacedSize) || !kinds.some((k) => pacedKinds.includes(k)))) {
+    // Nothing would run.
+    throw new UsageError(`--paced=only measures ${pacedKinds.join(', ')} at ${pacedSize} entries: --sizes must include ${pacedSize} and --kinds one of those`);
+  }
   return {
-    sizes: only ? only.slice('--sizes='.length).split(',').map(Number) : [100, 1000],
-    seconds,
-    warmupSeconds: Number(process.env.BENCH_WARMUP_SECONDS ?? 1),
-    connections: Number(process.env.BENCH_CONNECTIONS ?? 10),
-    profileDir: profile ? join(tmpdir(), `dg-bench-profile-${Date.now()}`) : undefined,
-    kinds: kinds ? (kinds.slice('--kinds='.length).split(',') as Kind[]) : ['direct', 'passthrough', 'floor', 'permitted', 'withholding', 'break-glass'],
+    sizes,
+    seconds: positiveEnv('BENCH_SECONDS', 6),
+    warmupSeconds: positiveEnv('BENCH_WARMUP_SECONDS', 1),
+    connections: positiveEnv('BENCH_CONNECTIONS', 10),
+    profileDir: args.includes('--profile') ? join(tmpdir(), `dg-bench-profile-${Date.now()}`) : undefined,
+    kinds,
+    paced,
+    paceMs: positiveEnv('BENCH_PACE_MS', 100),
+    pacedSeconds: positiveEnv('BENCH_PACED_SECONDS', 10),
   };
 }
 
 export async function runGatewayTable(world: BenchWorld, opts: GatewayBenchOptions): Promise<Cell[]> {
   const cells: Cell[] = [];
+  if (opts.paced === 'only') return cells;
   for (const size of opts.sizes) {
     for (const kind of opts.kinds) {
       const cell = await measure(world, kind, size, opts);
@@ -113,6 +165,25 @@ export async function runGatewayTable(world: BenchWorld, opts: GatewayBenchOptio
   }
   return cells;
 }
+
+/** The paced cells: direct, floor and gateway (a) at 100 entries, as far as `--kinds` and `--sizes` select them. */
+function pacedSelection(opts: GatewayBenchOptions): Kind[] {
+  if (opts.paced === false || !opts.sizes.includes(pacedSize)) return [];
+  return pacedKinds.filter((k) => opts.kinds.includes(k));
+}
+
+export async function runPacedCells(world: BenchWorld, opts: GatewayBenchOptions): Promise<Cell[]> {
+  const cells: Cell[] = [];
+  for (const kind of pacedSelection(opts)) {
+    const cell = await measure(world, kind, pacedSize, opts, true);
+    cells.push(cell);
+    console.log(`  paced: ${labels[kind]} @${pacedSize}: ${cell.result.rps.toFixed(0)} req/s, p50 ${cell.result.p50.toFixed(2)} ms, p99 ${cell.result.p99.toFixed(2)} ms`);
+  }
+  return cells;
+}
+
+const signed = (v: number): string => `${v >= 0 ? '+' : ''}${fmt.n(v, 2)}`;
+const share = (v: number): string => (v < 0.01 ? '<1%' : `${fmt.n(100 * v)}%`);
 
 export function printGatewayTable(cells: readonly Cell[]): string {
   const rows = cells.map((c) => {
@@ -126,7 +197,7 @@ export function printGatewayTable(cells: readonly Cell[]): string {
       fmt.n(c.result.rps),
       fmt.n(c.result.p50, 2),
       fmt.n(c.result.p99, 2),
-      direct && c !== direct ? `+${fmt.n(c.result.p99 - direct.result.p99, 2)}` : '',
+      direct && c !== direct ? signed(c.result.p99 - direct.result.p99) : '',
       fmt.n(c.rssMb),
       floor ? `${fmt.n(c.result.rps / floor.result.rps, 2)}×` : '',
       gateway || c.kind !== 'direct' ? fmt.n(c.upstreamPerRequest, 2) : '',
@@ -137,19 +208,57 @@ export function printGatewayTable(cells: readonly Cell[]): string {
   return table(['server', 'page', 'entries', 'req/s', 'p50 ms', 'p99 ms', 'p99 added', 'peak RSS MB', 'vs floor', 'upstream req/req', 'policy reads', 'errors'], rows);
 }
 
+/** Title of the paced table: what each connection was asked to do, and the most that could be offered. */
+export function pacedTitle(opts: GatewayBenchOptions): string {
+  const low = Math.round(opts.paceMs / 2);
+  const offered = (opts.connections * 1000) / opts.paceMs;
+  return (
+    `paced latency, ${opts.connections} connections, ~${fmt.n(offered)} req/s offered: each connection waits ${low}–${low + Math.round(opts.paceMs)} ms ` +
+    `(uniform) between a response and its next request; ${opts.pacedSeconds} s per cell after a ${opts.warmupSeconds} s closed-loop warm-up`
+  );
+}
+
+/**
+ * The paced cells with their achieved rate (and its share of the same server's closed-loop rate, when that
+ * was measured in this run) and p99 added over direct to upstream at the same pace.
+ */
+export function printPacedTable(paced: readonly Cell[], closed: readonly Cell[]): string {
+  const direct = paced.find((c) => c.kind === 'direct');
+  const rows = paced.map((c) => {
+    const saturated = closed.find((f) => f.kind === c.kind && f.size === c.size);
+    return [
+      labels[c.kind],
+      String(c.size),
+      fmt.n(c.result.rps),
+      saturated ? share(c.result.rps / saturated.result.rps) : '',
+      fmt.n(c.result.p50, 2),
+      fmt.n(c.result.p99, 2),
+      direct && c !== direct ? signed(c.result.p50 - direct.result.p50) : '',
+      direct && c !== direct ? signed(c.result.p99 - direct.result.p99) : '',
+      String(c.result.errors),
+    ];
+  });
+  return table(['server', 'page', 'req/s achieved', 'of closed-loop req/s', 'p50 ms', 'p99 ms', 'p50 added', 'p99 added', 'errors'], rows);
+}
+
 export async function run(args: readonly string[] = []): Promise<void> {
-  await ensureWrk();
   const opts = defaultGatewayOptions(args);
+  await ensureWrk();
   const world = await startWorld();
+  const loadAtStart = loadavg()[0];
   try {
-    console.log(`gateway table: wrk -t1 -c${opts.connections}, ${opts.seconds} s per cell after ${opts.warmupSeconds} s warm-up`);
+    if (opts.paced !== 'only') console.log(`gateway table: wrk -t1 -c${opts.connections}, ${opts.seconds} s per cell after ${opts.warmupSeconds} s warm-up`);
     const cells = await runGatewayTable(world, opts);
-    console.log(`\n${machine()}\n`);
-    console.log(printGatewayTable(cells));
+    if (pacedSelection(opts).length) console.log(pacedTitle(opts));
+    const paced = await runPacedCells(world, opts);
+    // Tails move with whatever else the machine runs: the 1-minute load average brackets the run.
+    console.log(`\n${machine()}, load average ${loadAtStart.toFixed(1)} at start, ${loadavg()[0].toFixed(1)} at end\n`);
+    if (cells.length) console.log(printGatewayTable(cells));
+    if (paced.length) console.log(`\n${pacedTitle(opts)}\n\n${printPacedTable(paced, cells)}`);
   } finally {
     await world.close();
   }
   if (opts.profileDir) await summariseProfiles(opts.profileDir, 30, opts.seconds);
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) await run(process.argv.slice(2));
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) await reportUsage(() => run(process.argv.slice(2)));

@@ -1,6 +1,8 @@
 // Load generation with wrk (scripts/install-wrk.sh) and the child-process servers of bench/serve.ts.
 import { execFile, fork, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { ServeRequest, ServeStats } from './serve.ts';
@@ -36,9 +38,33 @@ export async function wrkAvailable(): Promise<boolean> {
   }
 }
 
-/** `wrk -t<threads> -c<connections> -d<seconds>s --latency` against one URL with the given headers. */
-export async function wrk(url: string, opts: { connections: number; seconds: number; threads?: number; headers?: Record<string, string> }): Promise<WrkResult> {
+let scriptDir: string | undefined;
+
+/**
+ * A wrk Lua script whose `delay()` makes each connection wait between `paceMs / 2` and `3 × paceMs / 2`
+ * (uniform, mean `paceMs`) after a response before sending its next request, and before its first one.
+ * The jitter keeps the connections from arriving in lock-step; wrk times each request from its send, so
+ * the wait is not counted as latency. Offered load is at most connections × 1000 / paceMs req/s.
+ */
+function pacingScript(paceMs: number): string {
+  if (!scriptDir) {
+    const dir = mkdtempSync(join(tmpdir(), 'dg-bench-wrk-'));
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+    scriptDir = dir;
+  }
+  const path = join(scriptDir, `pace-${paceMs}.lua`);
+  const low = Math.max(0, Math.round(paceMs / 2));
+  writeFileSync(path, `function delay()\n  return math.random(${low}, ${low + Math.round(paceMs)})\nend\n`);
+  return path;
+}
+
+/**
+ * `wrk -t<threads> -c<connections> -d<seconds>s --latency` against one URL with the given headers: closed
+ * loop (each connection sends its next request as soon as the last is answered), or paced with `paceMs`.
+ */
+export async function wrk(url: string, opts: { connections: number; seconds: number; threads?: number; headers?: Record<string, string>; paceMs?: number }): Promise<WrkResult> {
   const args = [`-t${opts.threads ?? 1}`, `-c${opts.connections}`, `-d${opts.seconds}s`, '--latency', '--timeout', '10s'];
+  if (opts.paceMs !== undefined) args.push('-s', pacingScript(opts.paceMs));
   for (const [name, value] of Object.entries(opts.headers ?? {})) args.push('-H', `${name}: ${value}`);
   args.push(url);
   const { stdout } = await run('wrk', args, { maxBuffer: 1 << 20 });

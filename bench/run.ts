@@ -1,5 +1,7 @@
 // `npm run bench [-- <name> [options]]`: no name runs the full table (gateway + audit + scaling);
-// a name runs one module's `run(args)`.
+// a name runs one module's `run(args)`. A wrong name or option value exits 2 before anything starts.
+import { reportUsage, UsageError } from './usage.ts';
+
 const modules: Record<string, () => Promise<{ run(args: readonly string[]): Promise<void> }>> = {
   gateway: () => import('./gateway.ts'),
   audit: () => import('./audit.ts'),
@@ -12,16 +14,18 @@ const modules: Record<string, () => Promise<{ run(args: readonly string[]): Prom
 
 const [name, ...args] = process.argv.slice(2);
 const started = performance.now();
-if (name === undefined || name.startsWith('--')) {
-  const all = name === undefined ? [] : [name, ...args];
-  for (const part of ['decide', 'gateway', 'audit', 'scaling']) {
-    console.log(`\n=== ${part} ===`);
-    await (await modules[part]()).run(all);
+const finished = await reportUsage(async () => {
+  if (name === undefined || name.startsWith('--')) {
+    const all = name === undefined ? [] : [name, ...args];
+    (await import('./gateway.ts')).defaultGatewayOptions(all); // the gateway's options, checked before decide runs
+    for (const part of ['decide', 'gateway', 'audit', 'scaling']) {
+      console.log(`\n=== ${part} ===`);
+      await (await modules[part]()).run(all);
+    }
+  } else if (modules[name]) {
+    await (await modules[name]()).run(args);
+  } else {
+    throw new UsageError(`unknown benchmark "${name}"; one of: ${Object.keys(modules).join(', ')} (or none for decide + gateway + audit + scaling)`);
   }
-} else if (modules[name]) {
-  await (await modules[name]()).run(args);
-} else {
-  console.error(`unknown benchmark ${name}; one of: ${Object.keys(modules).join(', ')}`);
-  process.exitCode = 2;
-}
-console.log(`\nbench finished in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+});
+if (finished) console.log(`\nbench finished in ${((performance.now() - started) / 1000).toFixed(0)} s`);
