@@ -2,7 +2,6 @@
 // gateway's collaborators. Handlers return a Reply; the pipeline audits it and only then sends it.
 import type { Resource } from '@medplum/fhirtypes';
 import type { DecisionPolicy } from '../config/policy.ts';
-import type { RawResources } from '../fhir/raw-entries.ts';
 import type { Requester } from '../decide/types.ts';
 import type { GatewayMetrics } from '../ops/metrics.ts';
 import type { Logger } from '../ops/logger.ts';
@@ -45,6 +44,4 @@ export interface Reply {
   readonly status: number;
   readonly body?: Resource;
   readonly headers?: Readonly<Record<string, string>>;
-  /** Upstream bytes of resources in `body` released unchanged, sent as they came (src/fhir/raw-entries.ts). */
-  readonly raw?: RawResources;
 }

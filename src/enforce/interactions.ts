@@ -145,7 +145,7 @@ async function respondWithListing(x: Exchange, request: ListingRequest, self: st
   const next = result.next ? nextLink(x.deps.fhirBase, result.next, await x.deps.cursors.seal(result.next, x.ctx)) : undefined;
   const notices = type === 'searchset' ? withheldNotices(x.session, x.ctx, x.deps.policy) : [];
   for (const id of x.namedPatients) x.session.touch(id);
-  return { status: 200, body: listingBundle(type, result, { self, next }, notices), raw: result.raw };
+  return { status: 200, body: listingBundle(type, result, { self, next }, notices) };
 }
 
 /** Narrows the upstream search to the granted query when there is exactly one; a union is filtered per resource. */

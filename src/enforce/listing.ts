@@ -5,7 +5,6 @@ import type { Bundle, BundleEntry, Coding, OperationOutcome, Resource } from '@m
 import { GatewayError } from '../fhir/outcome.ts';
 import { V3_CONFIDENTIALITY } from '../fhir/systems.ts';
 import { referencesIn } from '../fhir/references.ts';
-import { rememberRawResources, type RawResources } from '../fhir/raw-entries.ts';
 import type { UpstreamClient } from '../upstream/index.ts';
 import type { CursorState } from './cursor.ts';
 import type { DisclosureSession, Verdict } from './disclose.ts';
@@ -38,8 +37,6 @@ export interface ListingResult {
   readonly next?: CursorState;
   /** The highest confidentiality among released entries (SPEC §5 high-water mark). */
   readonly confidentiality?: string;
-  /** Upstream bytes of the entries' resources that are released unchanged. */
-  readonly raw: RawResources;
 }
 
 const confidentialityOrder = ['U', 'L', 'M', 'N', 'R', 'V'];
@@ -84,11 +81,9 @@ export async function runListing(
   let toSkipReleased = request.offset;
   let pages = 0;
 
-  const raw: RawResources = new WeakMap();
-  /** Reads an upstream page; `shown` pages (not look-ahead probes) also note their resources' bytes. */
-  const readPage = async (path: string, shown = false) => {
+  const readPage = async (path: string) => {
     pages++;
-    const { status, resource: page, body } = await upstream.readJson<Bundle>(path, { requestId: opts.requestId });
+    const { status, resource: page } = await upstream.readJson<Bundle>(path, { requestId: opts.requestId });
     if (status === 404 || status === 410) throw new GatewayError(404, 'not-found', 'resource not found');
     if (status >= 400) throw new GatewayError(status === 400 ? 400 : 502, status === 400 ? 'invalid' : 'exception', status === 400 ? 'the upstream server rejected the search' : 'the upstream server failed');
     if (page.resourceType !== 'Bundle') throw new GatewayError(502, 'exception', 'the upstream answered a search with something other than a Bundle');
@@ -97,7 +92,6 @@ export async function runListing(
     const nextUpstream = upstreamNext === undefined ? undefined : upstream.rewriteUpstreamUrl(upstreamNext);
     // A next link leaving the upstream is never followed (SPEC §5); the request fails closed.
     if (nextUpstream === null) throw new GatewayError(502, 'exception', 'the upstream returned a paging link outside its base');
-    if (shown && page.entry) rememberRawResources(raw, body, page.entry);
     const resources = entries.flatMap((e) => (e.resource && e.search?.mode !== 'outcome' ? [e.resource] : []));
     await session.prepare(resources);
     // History: a version is released only if the current version of the same resource is (a label added
@@ -138,7 +132,7 @@ export async function runListing(
   let position: Position | undefined = { upstream: request.upstream, skip: request.skip };
   let next: Position | undefined;
   while (position) {
-    const page = await readPage(position.upstream, true);
+    const page = await readPage(position.upstream);
     for (const entry of page.entries) {
       if (entry.search?.mode !== 'include' || !entry.resource) continue;
       const key = refOf(entry.resource);
@@ -210,7 +204,6 @@ export async function runListing(
       view: request.view,
     },
     confidentiality: level >= 0 ? confidentialityOrder[level] : undefined,
-    raw,
   };
 }
 
@@ -229,7 +222,7 @@ function listingEntry(entry: BundleEntry, resource: Resource, request: ListingRe
 /** The searchset/history Bundle the client receives: no total, gateway links only, high-water mark. */
 export function listingBundle(
   type: 'searchset' | 'history',
-  result: Pick<ListingResult, 'entries' | 'confidentiality'>,
+  result: ListingResult,
   links: { readonly self: string; readonly next?: string },
   notices: readonly OperationOutcome[],
 ): Bundle {

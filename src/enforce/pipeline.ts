@@ -2,10 +2,9 @@
 // shape → audit (durable) → HTTP. Nothing is sent before its audit events are on disk.
 import { randomUUID } from 'node:crypto';
 import express, { type Request, type Response, type Router } from 'express';
-import type { Bundle } from '@medplum/fhirtypes';
+import type { Resource } from '@medplum/fhirtypes';
 import type { DisclosureRecord } from '../audit/record.ts';
 import { GatewayError, operationOutcome } from '../fhir/outcome.ts';
-import { bundleBytes } from '../fhir/raw-entries.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import { buildRequestContext } from '../provenance/build-context.ts';
 import { categoryRequestsBreakGlass } from '../provenance/break-glass.ts';
@@ -227,7 +226,7 @@ function send(res: Response, req: Request, reply: Reply): void {
     return;
   }
   res.setHeader('Content-Type', fhirJson);
-  res.end(reply.raw ? bundleBytes(reply.body as Bundle, reply.raw) : JSON.stringify(reply.body));
+  res.end(JSON.stringify(reply.body as Resource));
 }
 
 /** Express's own errors (body too large, bad JSON framing) as OperationOutcomes. */

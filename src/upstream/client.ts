@@ -56,7 +56,7 @@ export interface UpstreamClient {
   readJson<T = Resource>(
     path: string,
     opts?: { requestId?: string; signal?: AbortSignal },
-  ): Promise<{ status: number; resource: T; headers: Record<string, string>; body: Buffer }>;
+  ): Promise<{ status: number; resource: T; headers: Record<string, string> }>;
   /** A search followed through its `next` links; a link leaving the base or a non-200 page → UpstreamError. */
   searchAll(path: string, opts?: SearchAllOptions): Promise<SearchAllResult>;
   /** Absolute upstream URL → base-relative path, or null when it points anywhere else. */
@@ -189,13 +189,13 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
   async function readJson<T = Resource>(
     path: string,
     opts: { requestId?: string; signal?: AbortSignal } = {},
-  ): Promise<{ status: number; resource: T; headers: Record<string, string>; body: Buffer }> {
+  ): Promise<{ status: number; resource: T; headers: Record<string, string> }> {
     const res = await request({ method: 'GET', path, requestId: opts.requestId, signal: opts.signal, strict: true, expectJson: true });
     const value = res.json;
     if (typeof value !== 'object' || value === null || Array.isArray(value) || typeof (value as { resourceType?: unknown }).resourceType !== 'string') {
       throw new UpstreamError('bad-body', 'upstream body is not a FHIR resource', { upstreamStatus: res.status });
     }
-    return { status: res.status, resource: value as T, headers: res.headers, body: res.body };
+    return { status: res.status, resource: value as T, headers: res.headers };
   }
 
   async function searchAll(path: string, opts: SearchAllOptions = {}): Promise<SearchAllResult> {

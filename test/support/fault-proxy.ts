@@ -34,14 +34,7 @@ export type FaultMode =
   /** 500 with a well-formed OperationOutcome. */
   | 'status-500'
   /** The real answer with its `next` link (added if absent) pointing at another host. */
-  | 'foreign-next-link'
-  /** The real answer re-serialised with two-space indentation (not a fault: servers differ). */
-  | 'pretty-printed'
-  /** Every entry resource starts with a second `id` key before its own (JSON.parse keeps the last). */
-  | 'duplicate-keys';
-
-/** The id a `duplicate-keys` answer plants first in every entry resource. */
-export const DUPLICATE_ID = 'forged-duplicate-id';
+  | 'foreign-next-link';
 
 export interface FaultProxyOptions {
   /** Bytes an oversized body carries (default 1 MiB). */
@@ -218,12 +211,6 @@ export async function startFaultProxy(targetBase: string, opts: FaultProxyOption
       }
       case 'foreign-next-link':
         reply(res, answer.status, answer.headers, withForeignNext(answer));
-        return;
-      case 'pretty-printed':
-        reply(res, answer.status, answer.headers, Buffer.from(JSON.stringify(JSON.parse(answer.body.toString('utf8')), null, 2)));
-        return;
-      case 'duplicate-keys':
-        reply(res, answer.status, answer.headers, Buffer.from(answer.body.toString('utf8').split('"resource":{').join(`"resource":{"id":"${DUPLICATE_ID}",`)));
         return;
       default:
         reply(res, answer.status, answer.headers, answer.body);
