@@ -263,27 +263,68 @@ function resourceOutcomes(patient: PatientDisclosure): ResourceOutcome[] {
   return [...byKey.values()];
 }
 
+// A released resource's entity differs from the next only in its reference: its other parts are shared
+// (frozen) objects, and auditEventJson writes such an entity from a template instead of walking it.
+const RELEASED_DISPOSITION: Extension[] = Object.freeze([Object.freeze({ url: DG_EXT_AUDIT_DISPOSITION, valueCode: 'released' })]) as unknown as Extension[];
+const DOMAIN_RESOURCE_ROLE: Coding = Object.freeze({ system: OBJECT_ROLE, code: '4', display: 'Domain Resource' });
+const SYSTEM_OBJECT_TYPE: Coding = Object.freeze({ system: AUDIT_ENTITY_TYPE, code: '2', display: 'System Object' });
+const resourceTypeCodings = new Map<string, Coding>();
+/** The JSON text of each shared entity type coding. */
+const sharedTypeJson = new Map<Coding, string>([[SYSTEM_OBJECT_TYPE, JSON.stringify(SYSTEM_OBJECT_TYPE)]]);
+
+function resourceTypeCoding(resourceType: string): Coding {
+  let coding = resourceTypeCodings.get(resourceType);
+  if (!coding) {
+    coding = Object.freeze({ system: RESOURCE_TYPES, code: resourceType });
+    // Resource types are a closed set; anything else (a malformed reference) is not kept.
+    if (resourceTypeCodings.size < 256 && /^[A-Z][A-Za-z]{1,63}$/.test(resourceType)) {
+      resourceTypeCodings.set(resourceType, coding);
+      sharedTypeJson.set(coding, JSON.stringify(coding));
+    }
+  }
+  return coding;
+}
+
 function resourceEntity(outcome: ResourceOutcome, shape: Shape, fallbackType: string | undefined): AuditEventEntity {
-  const resourceType = outcome.reference.includes('/') ? outcome.reference.split('/')[0] : fallbackType;
+  const slash = outcome.reference.indexOf('/');
+  const resourceType = slash !== -1 ? outcome.reference.slice(0, slash) : fallbackType;
   // BALP Read: the resource read is the `data` slice (System Object); elsewhere a System Object would
   // fall into the Query slice, so the resource is typed by its resource type (R4 AuditEventEntityType).
   const asReadData = shape === 'read' && outcome.disposition !== 'withheld';
-  const type: Coding = asReadData
-    ? { system: AUDIT_ENTITY_TYPE, code: '2', display: 'System Object' }
-    : { system: RESOURCE_TYPES, code: resourceType ?? 'Resource' };
-  const reference = outcome.reference.includes('/') || fallbackType === undefined ? outcome.reference : `${fallbackType}/${outcome.reference}`;
+  const type = asReadData ? SYSTEM_OBJECT_TYPE : resourceTypeCoding(resourceType ?? 'Resource');
+  const reference = slash !== -1 || fallbackType === undefined ? outcome.reference : `${fallbackType}/${outcome.reference}`;
+  const what = { reference: versioned(reference, outcome.versionId) };
+  if (outcome.disposition === 'released' && !outcome.breakGlassUsed && !outcome.part2) {
+    return { extension: RELEASED_DISPOSITION, what, type, role: DOMAIN_RESOURCE_ROLE };
+  }
   const extension: Extension[] = [{ url: DG_EXT_AUDIT_DISPOSITION, valueCode: outcome.disposition }];
   for (const path of outcome.paths) extension.push({ url: DG_EXT_AUDIT_REDACTED_PATH, valueString: path });
   for (const entry of outcome.trace) extension.push(ruleExtension(entry));
   if (outcome.breakGlassUsed) extension.push(breakTheGlassExtension('btg-released'));
-  const entity: AuditEventEntity = {
-    extension,
-    what: { reference: versioned(reference, outcome.versionId) },
-    type,
-    role: { system: OBJECT_ROLE, code: '4', display: 'Domain Resource' },
-  };
+  const entity: AuditEventEntity = { extension, what, type, role: DOMAIN_RESOURCE_ROLE };
   if (outcome.part2) entity.securityLabel = [{ system: V3_ACT_CODE, code: '42CFRPart2' }];
   return entity;
+}
+
+const releasedEntityHead = `{"extension":${JSON.stringify(RELEASED_DISPOSITION)},"what":{"reference":`;
+const domainResourceRoleJson = JSON.stringify(DOMAIN_RESOURCE_ROLE);
+
+function entityJson(entity: AuditEventEntity): string {
+  const typeJson = entity.type && sharedTypeJson.get(entity.type);
+  if (entity.extension === RELEASED_DISPOSITION && entity.role === DOMAIN_RESOURCE_ROLE && typeJson !== undefined && entity.securityLabel === undefined) {
+    return `${releasedEntityHead}${JSON.stringify(entity.what?.reference)}},"type":${typeJson},"role":${domainResourceRoleJson}}`;
+  }
+  return JSON.stringify(entity);
+}
+
+/**
+ * An AuditEvent's JSON text, equal in meaning to JSON.stringify(event) (entity last): released-resource
+ * entities — most of a page's event — come from a template, not a walk of their objects.
+ */
+export function auditEventJson(event: AuditEvent): string {
+  if (!event.entity?.length) return JSON.stringify(event);
+  const head = JSON.stringify({ ...event, entity: undefined });
+  return `${head.slice(0, -1)},"entity":[${event.entity.map(entityJson).join(',')}]}`;
 }
 
 function patientEntity(patientId: string): AuditEventEntity {

@@ -69,6 +69,20 @@ function withCount(path: string, count: number): string {
 /** Entries a look-ahead probe asks for before it falls back to reading whole upstream pages. */
 const probeSize = 10;
 
+/**
+ * The next upstream page, asking only for what should fill the gateway page at the release rate seen so
+ * far (+5%, +1 to look ahead) — never more than the upstream page already asks for. A refill after a
+ * third was withheld then parses ~50 entries, not another full page.
+ */
+function refillPage(next: string, needed: number, released: number, judged: number): string {
+  const at = next.indexOf('?');
+  const asked = Number(new URLSearchParams(at === -1 ? '' : next.slice(at + 1)).get('_count'));
+  if (!Number.isInteger(asked) || asked <= 0 || judged === 0) return next;
+  const rate = Math.max(released / judged, 0.05);
+  const size = Math.ceil((needed / rate) * 1.05) + 1;
+  return size < asked ? withCount(next, size) : next;
+}
+
 export async function runListing(
   upstream: UpstreamClient,
   session: DisclosureSession,
@@ -131,6 +145,8 @@ export async function runListing(
 
   let position: Position | undefined = { upstream: request.upstream, skip: request.skip };
   let next: Position | undefined;
+  let judged = 0;
+  let released = 0;
   while (position) {
     const page = await readPage(position.upstream);
     for (const entry of page.entries) {
@@ -145,6 +161,8 @@ export async function runListing(
       const entry = page.matches[i];
       const verdict = judge(entry, page.blockedByCurrent);
       if (!verdict) continue;
+      judged++;
+      if (verdict.released) released++;
       if (verdict.released && toSkipReleased > 0) {
         toSkipReleased--;
         continue;
@@ -163,7 +181,7 @@ export async function runListing(
       if (!next && page.nextUpstream) next = await releasedAhead({ upstream: page.nextUpstream, skip: 0 });
       break;
     }
-    position = page.nextUpstream ? { upstream: page.nextUpstream, skip: 0 } : undefined;
+    position = page.nextUpstream ? { upstream: refillPage(page.nextUpstream, request.count + toSkipReleased - matches.length, released, judged), skip: 0 } : undefined;
     if (position && pages >= maxUpstreamPagesPerPage) {
       next = position; // returned short: the refill budget is spent
       break;

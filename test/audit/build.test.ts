@@ -1,6 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getReferenceString } from '@medplum/core';
+import fc from 'fast-check';
 import type { AuditEvent, DiagnosticReport, Observation, Patient } from '@medplum/fhirtypes';
 import {
   AUDIT_ENTITY_TYPE,
@@ -10,6 +11,7 @@ import {
   REQUEST_ID_DETAIL,
   RESOURCE_TYPES,
   RESTFUL_INTERACTION,
+  auditEventJson,
   buildAuditEvents,
 } from '../../src/audit/build.ts';
 import {
@@ -375,5 +377,31 @@ describe('ids', () => {
     const ids = [...buildAuditEvents(r, GATEWAY), ...buildAuditEvents(r, GATEWAY)].map((e) => e.id);
     assert.equal(new Set(ids).size, 6);
     for (const id of ids) assert.match(id ?? '', /^[0-9a-f-]{36}$/);
+  });
+});
+
+describe('serialisation', () => {
+  const arbReference = fc.tuple(fc.constantFrom('Observation', 'Condition', 'Binary', 'odd type', ''), fc.string({ maxLength: 12 })).map(([t, id]) => (t ? `${t}/${id}` : id));
+  const arbReleased = fc.record({ reference: arbReference, versionId: fc.option(fc.string({ maxLength: 6 }), { nil: undefined }), breakGlassUsed: fc.option(fc.boolean(), { nil: undefined }), part2: fc.option(fc.boolean(), { nil: undefined }) });
+  const arbWithheld = fc.record({ reference: arbReference, versionId: fc.option(fc.string({ maxLength: 6 }), { nil: undefined }), trace: fc.constant([CONSENT_DENY_TRACE]) });
+  const arbRedacted = fc.record({ reference: arbReference, paths: fc.array(fc.string({ maxLength: 8 }), { maxLength: 2 }), trace: fc.constant([CONSENT_DENY_TRACE]) });
+  const arbRecord = fc.record({
+    interaction: fc.constantFrom<Interaction>('read', 'vread', 'search-type', 'search-system', 'batch', 'operation'),
+    resourceType: fc.option(fc.constantFrom('Observation', 'Patient'), { nil: undefined }),
+    released: fc.array(arbReleased, { maxLength: 12 }),
+    withheld: fc.array(arbWithheld, { maxLength: 3 }),
+    redacted: fc.array(arbRedacted, { maxLength: 3 }),
+  });
+
+  test('auditEventJson writes what JSON.stringify would (released entities from a template)', () => {
+    fc.assert(
+      fc.property(arbRecord, ({ interaction, resourceType, released, withheld, redacted }) => {
+        const r = record({ interaction, resourceType, patients: [patient('P1', { released, withheld, redacted })] });
+        for (const event of buildAuditEvents(r, GATEWAY)) {
+          assert.deepEqual(JSON.parse(auditEventJson(event)), JSON.parse(JSON.stringify(event)));
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 });
