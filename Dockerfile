@@ -23,6 +23,8 @@ COPY profiles ./profiles
 COPY fixtures ./fixtures
 COPY src/decide/terminology ./dist/decide/terminology
 COPY src/console/static ./dist/console/static
+# The trimmed R4 definitions (src/fhir/definitions.ts): ~45 MB less resident memory per process.
+RUN node bin/disclosure-gateway.js prepare-definitions
 RUN mkdir -p /var/lib/disclosure-gateway/audit && chown -R node:node /var/lib/disclosure-gateway
 USER node
 EXPOSE 8080

@@ -1,6 +1,7 @@
 // Command line: `disclosure-gateway [serve]`, `disclosure-gateway token <persona>`, `disclosure-gateway audit verify <dir>`.
 import { createGateway, type Gateway } from './app.ts';
 import { runAuditVerifyCli } from './audit/verify.ts';
+import { prepareTrimmedDefinitions } from './fhir/definitions.ts';
 import { loadSettings, SettingsError, type Settings } from './config/settings.ts';
 import { demoIssuer, startEmbeddedDemo } from './embedded/index.ts';
 import { personaNames, personas } from './embedded/personas.ts';
@@ -58,6 +59,10 @@ async function printToken(settings: Settings, name: string | undefined): Promise
 async function main(argv: string[]): Promise<number> {
   const [command = 'serve', ...rest] = argv;
   if (command === 'audit' && rest[0] === 'verify') return runAuditVerifyCli(rest.slice(1));
+  if (command === 'prepare-definitions') {
+    process.stdout.write(`trimmed FHIR R4 definitions written to ${prepareTrimmedDefinitions()}\n`);
+    return 0;
+  }
   let settings: Settings;
   try {
     settings = loadSettings();
@@ -73,7 +78,7 @@ async function main(argv: string[]): Promise<number> {
     return -1; // keeps running
   }
   if (command === 'token') return printToken(settings, rest[0]);
-  process.stderr.write('usage: disclosure-gateway [serve] | token <persona> | audit verify <dir>\n');
+  process.stderr.write('usage: disclosure-gateway [serve] | token <persona> | audit verify <dir> | prepare-definitions\n');
   return 2;
 }
 
