@@ -134,7 +134,19 @@ function provisionOf(rule: ArbValue<typeof provisionRuleArb>, targets: string[],
   return p;
 }
 
-function build(spec: CaseSpec, caseNo: number): Built {
+/** Every relative `Type/id` reference anywhere in a resource this test built (they are all relative). */
+function referencedBy(value: unknown, into = new Set<string>()): Set<string> {
+  if (Array.isArray(value)) for (const v of value) referencedBy(v, into);
+  else if (value && typeof value === 'object') {
+    for (const [key, inner] of Object.entries(value)) {
+      if (key === 'reference' && typeof inner === 'string' && /^[A-Z][A-Za-z]+\/[^/]+$/.test(inner)) into.add(inner);
+      else if (inner && typeof inner === 'object') referencedBy(inner, into);
+    }
+  }
+  return into;
+}
+
+function build(spec: CaseSpec, caseNo: number | string): Built {
   const ns = `lk-${run}-${caseNo}`;
   const patientIds = spec.patients.map((_, i) => `${ns}-p${i}`);
   const resources: Resource[] = [];
@@ -223,22 +235,33 @@ function build(spec: CaseSpec, caseNo: number): Built {
       resources.push(...flags);
     }
     // What the policy store resolves for this patient (SPEC §4): active consents, harm flags, the actors'
-    // identifiers (none here) and, when a flag needs it, the care relationships (GP and encounter participants).
+    // identifiers (none here), when a flag needs it the care relationships (GP and encounter participants),
+    // and for each `related` data target what that resource references (SPEC §4.1: `related` covers the
+    // named resource and the resources it references, except the patient themself) — read here from the
+    // resources this case built, not from the store, so the oracle stays independent of the gateway.
+    const active = consents.filter((c) => c.status === 'active');
     const actors = new Set<string>();
+    const relatedTargets = new Set<string>();
     for (const c of consents) {
       const walk = (prov: ConsentProvision | undefined): void => {
         for (const a of prov?.actor ?? []) if (a.reference.reference) actors.add(a.reference.reference);
+        if (c.status === 'active') for (const d of prov?.data ?? []) if (d.meaning === 'related' && d.reference.reference) relatedTargets.add(d.reference.reference);
         for (const n of prov?.provision ?? []) walk(n);
       };
       walk(c.provision);
     }
+    const builtHere = new Map(resources.map((r) => [`${r.resourceType}/${r.id}`, r]));
+    const dataReferences = Object.fromEntries(
+      [...relatedTargets].sort().map((t) => [t, [...referencedBy(builtHere.get(t))].filter((r) => r !== patientRef).sort()]),
+    );
     inputs.set(patientId, {
       patientId,
-      consents: consents.filter((c) => c.status === 'active'),
+      consents: active,
       flags,
       memberships: {},
       identifiers: Object.fromEntries([...actors].sort().map((a) => [a, []])),
       careRelationships: flags.length ? [...new Set(['Practitioner/dr-x', p.encounterParticipant])].sort() : [],
+      dataReferences,
     });
   });
   return { resources, planted, patientIds, inputs };
@@ -363,73 +386,144 @@ function entryRefs(value: unknown, into = new Set<string>()): Set<string> {
   return into;
 }
 
+/**
+ * One case: write its data, ask the gateway on every surface as the persona, and assert that nothing the
+ * oracle withholds (or redacts) appears, and that every released Observation of the launch patient is served.
+ */
+async function checkCase(spec: CaseSpec, caseNo: number | string): Promise<{ built: Built; expected: Expected; seen: Seen[] }> {
+  const built = build(spec, caseNo);
+  const h = spec.implicitDeny ? gateways.deny : gateways.allNormal;
+  const casePolicy = spec.implicitDeny ? policySchema.parse({ ...policyFile, implicitPolicy: 'deny' }) : policy;
+  const launch = built.patientIds[0];
+  const persona = personaFor(spec.persona, launch);
+  const expected = expectations(built, persona, casePolicy);
+  for (const r of built.resources) await h.put(r);
+  try {
+    const token = await h.token(persona.claims);
+    const seen: Seen[] = [];
+    const get = async (what: string, path: string, opts: { method?: string; body?: unknown } = {}) => {
+      const res = await h.request(path, { token, ...opts });
+      seen.push({ what, status: res.status, surface: surfaceOf(res), body: res.body });
+      return res;
+    };
+    const patientParam = (id: string) => (persona.patient ? '' : `patient=${id}&`);
+    for (const pid of persona.patient ? [launch] : built.patientIds) {
+      // Search, following every next link (paging through the cursor).
+      let res = await get('search', `Observation?${patientParam(pid)}_count=${spec.pageSize}`);
+      for (let pages = 0; res.status === 200 && pages < 20; pages++) {
+        const next = (res.body?.link as { relation: string; url: string }[] | undefined)?.find((l) => l.relation === 'next')?.url;
+        if (!next) break;
+        res = await get('page', next);
+      }
+      await get('include', `Observation?${patientParam(pid)}_include=Observation:encounter&_count=50`);
+      await get('revinclude', `Encounter?${patientParam(pid)}_revinclude=Observation:encounter&_count=50`);
+    }
+    const reads = built.planted.map((p) => ({ request: { method: 'GET', url: p.ref } }));
+    await get('batch', '', { method: 'POST', body: { resourceType: 'Bundle', type: 'batch', entry: [...reads, { request: { method: 'GET', url: `Observation?${patientParam(launch)}_count=50` } }] } });
+    for (const p of built.planted.slice(0, 3)) await get('read', p.ref);
+
+    const leaks: string[] = [];
+    for (const s of seen) {
+      assert.ok([200, 403, 404].includes(s.status), `${s.what} answered ${s.status}: ${s.surface.slice(-300)}`);
+      const refs = entryRefs(s.body);
+      const urls = [...s.surface.matchAll(/"(?:url|fullUrl)":"([^"]*)"/g)].map((m) => m[1]);
+      for (const w of expected.withheld) {
+        if (s.surface.includes(w.marker)) leaks.push(`${s.what}: content of withheld ${w.ref}`);
+        if (refs.has(w.ref)) leaks.push(`${s.what}: withheld ${w.ref} as an entry`);
+        if (urls.some((u) => u.includes(w.ref.split('/')[1]))) leaks.push(`${s.what}: withheld ${w.ref} in a link`);
+      }
+      for (const m of expected.redactedMarkers) if (s.surface.includes(m)) leaks.push(`${s.what}: redacted element ${m}`);
+    }
+    totals.cases++;
+    totals.requests += seen.length;
+    totals.withheld += expected.withheld.length;
+    totals.released += expected.released.length;
+    totals.redacted += expected.redactedMarkers.length;
+    totals.leaks += leaks.length;
+    assert.deepEqual(leaks, [], `leaks for persona ${spec.persona}`);
+
+    // The oracle and the gateway agree the other way too: each released Observation of the launch
+    // patient is served by the paged search (so the property cannot pass by releasing nothing).
+    const searched = seen.filter((s) => (s.what === 'search' || s.what === 'page') && s.status === 200).map((s) => s.surface).join('\n');
+    const missing = expected.released.filter((p) => p.ref.startsWith('Observation/') && p.patients[0] === launch && !searched.includes(p.marker));
+    assert.deepEqual(missing.map((p) => p.ref), [], 'released observations are served');
+    return { built, expected, seen };
+  } finally {
+    for (const r of built.resources) await upstream.repo.deleteResource(r.resourceType, r.id as string).catch(() => undefined);
+  }
+}
+
+// Seed -1850499705 path 3 (found by the random run): break-glass Dr X; patient 1's consent has a nested
+// `permit purpose TREAT|HPAYMT|PATRQT securityLabel N|OPIOIDUD dataPeriod 2023 data related
+// Observation/…-p1-o0`, and o0 references the patient's Encounter. TREAT covers BTG, the Encounter is
+// unlabelled (N) and dated 2023, and `related` covers what o0 references (SPEC §4.1), so the gateway
+// releases the Encounter under break-the-glass (trace `consent permit … provision.provision[0]`). The
+// oracle used to leave out `dataReferences` and called that a leak.
+const relatedEncounterCase: CaseSpec = {
+  patients: [
+    {
+      observations: [
+        { labels: { confidentiality: 'R', sensitivity: [] }, year: 2021, withEncounter: false, performer: 'Practitioner/bob', inline: 'R' },
+        { labels: { confidentiality: undefined, sensitivity: ['OPIOIDUD'] }, year: 2021, withEncounter: true, performer: undefined, inline: undefined },
+        { labels: { confidentiality: undefined, sensitivity: [] }, year: 2022, withEncounter: true, performer: 'Practitioner/dr-x', inline: 'R' },
+      ],
+      encounterLabels: { confidentiality: undefined, sensitivity: ['PSY'] },
+      encounterParticipant: 'Practitioner/dr-x',
+      consents: [
+        { root: { type: 'permit', actor: ['Practitioner/dr-x', 'Organization/payer'], purpose: ['BTG'], securityLabel: ['N'], dataPeriodYear: 2024 }, nested: [], active: false, year: 2024, legal: true },
+      ],
+      harm: { author: 'Practitioner/dr-x', ground: 'harm-other-person', index: 3 },
+    },
+    {
+      observations: [
+        { labels: { confidentiality: 'N', sensitivity: [] }, year: 2023, withEncounter: true, performer: 'Practitioner/bob', inline: 'R' },
+        { labels: { confidentiality: 'N', sensitivity: ['PSY', '42CFRPart2'] }, year: 2024, withEncounter: false, performer: 'other-patient', inline: undefined },
+        { labels: { confidentiality: 'V', sensitivity: [] }, year: 2024, withEncounter: false, performer: 'Practitioner/bob', inline: 'V' },
+      ],
+      encounterLabels: { confidentiality: undefined, sensitivity: [] },
+      encounterParticipant: 'Practitioner/dr-x',
+      consents: [
+        {
+          root: { type: 'permit', actor: ['Practitioner/dr-x'], purpose: ['BTG'], securityLabel: ['N'], dataPeriodYear: 2022, dataTarget: { meaning: 'dependents', index: 5 }, expired: true },
+          nested: [
+            { type: 'permit', purpose: ['TREAT', 'HPAYMT', 'PATRQT'], securityLabel: ['N', 'OPIOIDUD'], dataPeriodYear: 2023, dataTarget: { meaning: 'related', index: 5 }, expired: false },
+            { type: 'permit', actor: ['Practitioner/dr-x'], purpose: ['HPAYMT', 'BTG'], securityLabel: ['42CFRPart2'], dataPeriodYear: 2021, dataTarget: { meaning: 'related', index: 0 }, expired: true },
+            { type: 'deny', actor: ['Practitioner/bob', 'Organization/payer'], purpose: ['HPAYMT', 'BTG'] },
+          ],
+          active: true,
+          year: 2025,
+          legal: false,
+        },
+      ],
+      harm: undefined,
+    },
+  ],
+  persona: 'break-glass',
+  pageSize: 4,
+  implicitDeny: false,
+};
+
+test('no leak, regression: `related` data reaches the Encounter its Observation references (seed -1850499705)', async () => {
+  const { built, expected, seen } = await checkCase(relatedEncounterCase, 'r1');
+  const encounter = `Encounter/${built.patientIds[1]}-e`;
+  const relatedObservation = `Observation/${built.patientIds[1]}-o0`;
+  const planted = built.planted.find((p) => p.ref === encounter) as Planted;
+  // Both `related` targets (the expired nested provision names the Encounter itself), less the patient.
+  assert.deepEqual(built.inputs.get(built.patientIds[1])?.dataReferences, { [encounter]: ['Practitioner/dr-x'], [relatedObservation]: [encounter, 'Practitioner/bob'] });
+  assert.ok(expected.released.includes(planted), 'the oracle releases the Encounter');
+  assert.ok(seen.some((s) => s.what === 'include' && s.surface.includes(planted.marker)), 'the gateway serves it through _include');
+});
+
 test(`no withheld resource or redacted element leaks (${NUM_RUNS} random cases)`, { timeout: 170_000 }, async () => {
   let caseNo = 0;
+  const casesBefore = totals.cases;
   await fc.assert(
     fc.asyncProperty(caseArb, async (spec) => {
       caseNo++;
-      const built = build(spec, caseNo);
-      const h = spec.implicitDeny ? gateways.deny : gateways.allNormal;
-      const casePolicy = spec.implicitDeny ? policySchema.parse({ ...policyFile, implicitPolicy: 'deny' }) : policy;
-      const launch = built.patientIds[0];
-      const persona = personaFor(spec.persona, launch);
-      const expected = expectations(built, persona, casePolicy);
-      for (const r of built.resources) await h.put(r);
-      try {
-        const token = await h.token(persona.claims);
-        const seen: Seen[] = [];
-        const get = async (what: string, path: string, opts: { method?: string; body?: unknown } = {}) => {
-          const res = await h.request(path, { token, ...opts });
-          seen.push({ what, status: res.status, surface: surfaceOf(res), body: res.body });
-          return res;
-        };
-        const patientParam = (id: string) => (persona.patient ? '' : `patient=${id}&`);
-        for (const pid of persona.patient ? [launch] : built.patientIds) {
-          // Search, following every next link (paging through the cursor).
-          let res = await get('search', `Observation?${patientParam(pid)}_count=${spec.pageSize}`);
-          for (let pages = 0; res.status === 200 && pages < 20; pages++) {
-            const next = (res.body?.link as { relation: string; url: string }[] | undefined)?.find((l) => l.relation === 'next')?.url;
-            if (!next) break;
-            res = await get('page', next);
-          }
-          await get('include', `Observation?${patientParam(pid)}_include=Observation:encounter&_count=50`);
-          await get('revinclude', `Encounter?${patientParam(pid)}_revinclude=Observation:encounter&_count=50`);
-        }
-        const reads = built.planted.map((p) => ({ request: { method: 'GET', url: p.ref } }));
-        await get('batch', '', { method: 'POST', body: { resourceType: 'Bundle', type: 'batch', entry: [...reads, { request: { method: 'GET', url: `Observation?${patientParam(launch)}_count=50` } }] } });
-        for (const p of built.planted.slice(0, 3)) await get('read', p.ref);
-
-        const leaks: string[] = [];
-        for (const s of seen) {
-          assert.ok([200, 403, 404].includes(s.status), `${s.what} answered ${s.status}: ${s.surface.slice(-300)}`);
-          const refs = entryRefs(s.body);
-          const urls = [...s.surface.matchAll(/"(?:url|fullUrl)":"([^"]*)"/g)].map((m) => m[1]);
-          for (const w of expected.withheld) {
-            if (s.surface.includes(w.marker)) leaks.push(`${s.what}: content of withheld ${w.ref}`);
-            if (refs.has(w.ref)) leaks.push(`${s.what}: withheld ${w.ref} as an entry`);
-            if (urls.some((u) => u.includes(w.ref.split('/')[1]))) leaks.push(`${s.what}: withheld ${w.ref} in a link`);
-          }
-          for (const m of expected.redactedMarkers) if (s.surface.includes(m)) leaks.push(`${s.what}: redacted element ${m}`);
-        }
-        totals.cases++;
-        totals.requests += seen.length;
-        totals.withheld += expected.withheld.length;
-        totals.released += expected.released.length;
-        totals.redacted += expected.redactedMarkers.length;
-        totals.leaks += leaks.length;
-        assert.deepEqual(leaks, [], `leaks for persona ${spec.persona}`);
-
-        // The oracle and the gateway agree the other way too: each released Observation of the launch
-        // patient is served by the paged search (so the property cannot pass by releasing nothing).
-        const searched = seen.filter((s) => (s.what === 'search' || s.what === 'page') && s.status === 200).map((s) => s.surface).join('\n');
-        const missing = expected.released.filter((p) => p.ref.startsWith('Observation/') && p.patients[0] === launch && !searched.includes(p.marker));
-        assert.deepEqual(missing.map((p) => p.ref), [], 'released observations are served');
-      } finally {
-        for (const r of built.resources) await upstream.repo.deleteResource(r.resourceType, r.id as string).catch(() => undefined);
-      }
+      await checkCase(spec, caseNo);
     }),
     { numRuns: NUM_RUNS, endOnFailure: true, includeErrorInReport: true, ...(process.env.NO_LEAK_SEED ? { seed: Number(process.env.NO_LEAK_SEED), path: process.env.NO_LEAK_PATH, verbose: 1 } : {}) },
   );
-  assert.equal(totals.cases, NUM_RUNS);
+  assert.equal(totals.cases - casesBefore, NUM_RUNS);
   assert.ok(totals.withheld > 0 && totals.released > 0, 'the cases both withheld and released data');
 });
