@@ -109,8 +109,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       dir: auditDir,
       journal,
       logger,
-      postBatch: async (bundle: Bundle) => {
-        const response = await upstream.request({ method: 'POST', path: '', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(bundle), strict: true, expectJson: true });
+      postBatch: async (batch: Buffer) => {
+        const response = await upstream.request({ method: 'POST', path: '', headers: { 'content-type': 'application/fhir+json' }, body: batch, strict: true, expectJson: true });
         if (response.status >= 400) throw new Error(`upstream refused the audit batch (${response.status})`);
         return response.json as Bundle;
       },

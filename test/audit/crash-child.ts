@@ -9,8 +9,8 @@ import { journalEvent } from './fixtures.ts';
 const [dir, upstreamUrl] = process.argv.slice(2);
 const journal = await AuditJournal.open(dir, { maxSegmentBytes: 64 * 1024 });
 if (upstreamUrl !== undefined) {
-  const postBatch = async (bundle: Bundle): Promise<Bundle> => {
-    const response = await fetch(upstreamUrl, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(bundle) });
+  const postBatch = async (batch: Buffer): Promise<Bundle> => {
+    const response = await fetch(upstreamUrl, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: new Uint8Array(batch) });
     if (!response.ok) throw new Error(`upstream answered ${response.status}`);
     return (await response.json()) as Bundle;
   };

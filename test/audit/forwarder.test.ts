@@ -1,12 +1,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Bundle } from '@medplum/fhirtypes';
+import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
 import { AuditForwarder } from '../../src/audit/forwarder.ts';
 import { AuditJournal } from '../../src/audit/journal.ts';
-import { CHECKPOINT_FILE } from '../../src/audit/segment.ts';
+import { CHECKPOINT_FILE, entryHash, GENESIS_HASH, listSegments, segmentName } from '../../src/audit/segment.ts';
 import { journalEvent } from './fixtures.ts';
 import { startAuditUpstream, until, type AuditUpstream } from './upstream.ts';
 
@@ -103,8 +103,8 @@ describe('audit forwarder', () => {
     const { dir, journal, ids } = await journalWith(30);
     await journal.close();
     let lose = true;
-    const postBatch = async (bundle: Bundle): Promise<Bundle> => {
-      const response = await upstream.postBatch(bundle);
+    const postBatch = async (batch: Buffer): Promise<Bundle> => {
+      const response = await upstream.postBatch(batch);
       if (lose) {
         lose = false;
         throw new Error('connection reset before the response arrived');
@@ -122,8 +122,8 @@ describe('audit forwarder', () => {
   test('an entry the upstream rejects stops the checkpoint there', async () => {
     const { dir, journal } = await journalWith(10);
     await journal.close();
-    const postBatch = async (bundle: Bundle): Promise<Bundle> => {
-      const response = await upstream.postBatch(bundle);
+    const postBatch = async (batch: Buffer): Promise<Bundle> => {
+      const response = await upstream.postBatch(batch);
       const entry = response.entry?.map((e, i) => (i === 4 ? { response: { status: '400 Bad Request' } } : e));
       return { ...response, entry };
     };
@@ -131,5 +131,42 @@ describe('audit forwarder', () => {
     await assert.rejects(forwarder.forwardOnce(), /rejected audit event seq 5/);
     assert.equal(await checkpointSeq(dir), 4);
     assert.equal(forwarder.lag().events, 6);
+  });
+
+  test('what arrives upstream is the event as journaled (sent from the journal’s text, not re-serialised)', async () => {
+    const { dir, journal, ids } = await journalWith(12);
+    await journal.close();
+    const sent: string[] = [];
+    const forwarder = new AuditForwarder({ dir, postBatch: (batch) => (sent.push(batch.toString('utf8')), upstream.postBatch(batch)), batchSize: 12 });
+    assert.equal(await forwarder.forwardOnce(), 12);
+    const journaled = new Map<string, AuditEvent>();
+    for (const segment of await listSegments(dir)) {
+      for (const line of (await readFile(join(dir, segment.name), 'utf8')).split('\n').filter(Boolean)) {
+        const event = (JSON.parse(line) as { event: AuditEvent }).event;
+        journaled.set(event.id as string, event);
+        assert.ok(sent[0].includes(line.slice(line.indexOf(',"event":') + 9, -1)), 'the event text is sent byte for byte');
+      }
+    }
+    const stored = new Map((await upstream.auditEvents()).map((e) => [e.id as string, e]));
+    for (const id of ids) {
+      const { meta: _meta, ...upstreamEvent } = stored.get(id) as AuditEvent;
+      assert.deepEqual(upstreamEvent, journaled.get(id));
+    }
+  });
+
+  test('a line not in the journal’s own shape (key order, no id) is parsed and sent with an id from its hash', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'audit-forward-'));
+    dirs.push(dir);
+    // Written by hand the way another writer might: keys in another order, the event without an id.
+    const event = { ...journalEvent('unused'), id: undefined, recorded: '2025-03-02T10:00:00.000Z' };
+    const eventJson = JSON.stringify({ type: event.type, resourceType: 'AuditEvent', recorded: event.recorded, agent: event.agent, source: event.source });
+    const hash = entryHash(1, GENESIS_HASH, eventJson);
+    await appendFile(join(dir, segmentName(1)), `{"prevHash":"${GENESIS_HASH}","seq":1,"hash":"${hash}","event":${eventJson}}\n`);
+    const forwarder = new AuditForwarder({ dir, postBatch: (batch) => upstream.postBatch(batch), batchSize: 5 });
+    assert.equal(await forwarder.forwardOnce(), 1);
+    const id = `${hash.slice(0, 8)}-${hash.slice(8, 12)}-${hash.slice(12, 16)}-${hash.slice(16, 20)}-${hash.slice(20, 32)}`;
+    const stored = (await upstream.auditEvents()).find((e) => e.id === id);
+    assert.equal(stored?.recorded, '2025-03-02T10:00:00.000Z');
+    assert.equal(await checkpointSeq(dir), 1);
   });
 });

@@ -14,8 +14,8 @@ export interface AuditUpstream {
   failing: boolean;
   /** Batch requests received (including failed ones). */
   batches: number;
-  /** POSTs a batch Bundle to the server, as the gateway's upstream client would. */
-  postBatch(bundle: Bundle): Promise<Bundle>;
+  /** POSTs a batch Bundle (its JSON text, as the forwarder makes it) to the server, as the gateway's upstream client would. */
+  postBatch(batch: Buffer): Promise<Bundle>;
   auditEvents(): Promise<AuditEvent[]>;
   /** How many versions the upstream holds of an AuditEvent (1 = written once). */
   versions(id: string): Promise<number>;
@@ -36,8 +36,8 @@ export async function startAuditUpstream(): Promise<AuditUpstream> {
     repo,
     failing: false,
     batches: 0,
-    async postBatch(bundle) {
-      const response = await fetch(upstream.baseUrl, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(bundle) });
+    async postBatch(batch) {
+      const response = await fetch(upstream.baseUrl, { method: 'POST', headers: { 'content-type': 'application/fhir+json' }, body: new Uint8Array(batch) });
       if (!response.ok) throw new Error(`upstream answered ${response.status}`);
       return (await response.json()) as Bundle;
     },
