@@ -62,6 +62,7 @@ async function canned(origin: string): Promise<{ url: string; close: () => Promi
     return { status: res.status, contentType: res.headers.get('content-type') ?? 'application/fhir+json', body: Buffer.from(text) };
   };
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    if (req.method === 'POST') return acceptAuditBatch(req, res);
     requests++;
     const key = req.url ?? '/';
     const shape = shapeOf(key);
@@ -87,6 +88,23 @@ async function canned(origin: string): Promise<{ url: string; close: () => Promi
   server.keepAliveTimeout = 60_000;
   self = await listen(server);
   return { url: self, close: () => closeServer(server) };
+}
+
+/**
+ * The gateway's audit forwarder POSTs batches of `PUT AuditEvent/<id>`: answered 200 per entry without
+ * storing them (the canned upstream isolates the gateway's cost; storing would load the shared cores).
+ */
+function acceptAuditBatch(req: IncomingMessage, res: ServerResponse): void {
+  const chunks: Buffer[] = [];
+  req.on('data', (c: Buffer) => chunks.push(c));
+  req.on('end', () => {
+    const text = Buffer.concat(chunks).toString('utf8');
+    let entries = 0;
+    for (let at = text.indexOf('"method":"PUT"'); at !== -1; at = text.indexOf('"method":"PUT"', at + 1)) entries++;
+    const body = Buffer.from(JSON.stringify({ resourceType: 'Bundle', type: 'batch-response', entry: Array.from({ length: entries }, () => ({ response: { status: '200 OK' } })) }));
+    res.writeHead(200, { 'content-type': 'application/fhir+json', 'content-length': body.length });
+    res.end(body);
+  });
 }
 
 /** A plain reverse proxy: undici `stream` piping the upstream body straight into the response. */
@@ -145,7 +163,7 @@ async function floor(target: string): Promise<{ url: string; close: () => Promis
 /** The real gateway, assembled by createGateway exactly as the harness does (journal in a temp dir). */
 async function gateway(req: Extract<ServeRequest, { role: 'gateway' }>): Promise<{ url: string; close: () => Promise<void> }> {
   const auditDir = await mkdtemp(join(tmpdir(), 'dg-bench-audit-'));
-  const parsed = settingsSchema.parse({ PORT: '0', UPSTREAM_URL: req.upstreamUrl, AUDIT_DIR: auditDir, LOG_LEVEL: 'silent', AUDIT_FORWARD: 'false' });
+  const parsed = settingsSchema.parse({ PORT: '0', UPSTREAM_URL: req.upstreamUrl, AUDIT_DIR: auditDir, LOG_LEVEL: 'silent' });
   const probe = createServer();
   const port = Number(new URL(await listen(probe)).port);
   await closeServer(probe);
