@@ -21,6 +21,11 @@ export interface AuditForwarderOptions {
   readonly batchSize?: number;
   /** How often to look for new events when no journal notifies (and as a fallback). */
   readonly intervalMs?: number;
+  /**
+   * How long new events may wait to fill a batch (default 250 ms; SPEC §6 allows 10 s). Forwarding each
+   * commit at once made every request pay two more disk flushes (the checkpoint) and an upstream POST.
+   */
+  readonly lingerMs?: number;
   readonly backoff?: { readonly initialMs?: number; readonly maxMs?: number };
   readonly logger?: ForwarderLogger;
 }
@@ -50,6 +55,9 @@ export class AuditForwarder {
   private readonly postBatch: (batch: Buffer) => Promise<Bundle>;
   private readonly batchSize: number;
   private readonly intervalMs: number;
+  private readonly lingerMs: number;
+  private lingerTimer: NodeJS.Timeout | undefined;
+  private wakeRequested = false;
   private readonly backoffInitialMs: number;
   private readonly backoffMaxMs: number;
   private readonly logger?: ForwarderLogger;
@@ -75,6 +83,7 @@ export class AuditForwarder {
     this.postBatch = opts.postBatch;
     this.batchSize = opts.batchSize ?? 100;
     this.intervalMs = opts.intervalMs ?? 1000;
+    this.lingerMs = opts.lingerMs ?? 250;
     this.backoffInitialMs = opts.backoff?.initialMs ?? 500;
     this.backoffMaxMs = opts.backoff?.maxMs ?? 30_000;
     this.logger = opts.logger;
@@ -88,7 +97,12 @@ export class AuditForwarder {
       this.knownLastSeq = Math.max(this.knownLastSeq, lastSeq);
       this.oldestPendingAt ??= Date.now();
       // New events do not cut a backoff short: a failing upstream is not hammered under load.
-      if (!this.inBackoff) this.wake?.();
+      if (this.inBackoff) return;
+      if (this.lag().events >= this.batchSize) this.requestWake();
+      else this.lingerTimer ??= setTimeout(() => {
+        this.lingerTimer = undefined;
+        if (!this.inBackoff) this.requestWake();
+      }, this.lingerMs).unref();
     });
     this.loop = this.run();
   }
@@ -98,6 +112,8 @@ export class AuditForwarder {
     if (!this.running) return;
     this.running = false;
     this.unsubscribe?.();
+    clearTimeout(this.lingerTimer);
+    this.lingerTimer = undefined;
     this.wake?.();
     await this.loop;
     try {
@@ -144,11 +160,22 @@ export class AuditForwarder {
         this.inBackoff = false;
         continue;
       }
-      if (forwarded === 0 && this.running) await this.sleep(this.intervalMs);
+      // A full batch may have more behind it; otherwise wait for a full batch, the linger timer or the poll.
+      if (forwarded < this.batchSize && this.running) await this.sleep(this.intervalMs);
     }
   }
 
+  /** Wakes the loop, or keeps it from sleeping when it is busy forwarding right now. */
+  private requestWake(): void {
+    if (this.wake) this.wake();
+    else this.wakeRequested = true;
+  }
+
   private sleep(ms: number): Promise<void> {
+    if (this.wakeRequested) {
+      this.wakeRequested = false;
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);

@@ -169,4 +169,24 @@ describe('audit forwarder', () => {
     assert.equal(stored?.recorded, '2025-03-02T10:00:00.000Z');
     assert.equal(await checkpointSeq(dir), 1);
   });
+
+  test('events committed one by one are forwarded together after a short linger, not one POST each', async () => {
+    const { dir, journal } = await journalWith(1);
+    const forwarder = new AuditForwarder({ dir, journal, postBatch: (b) => upstream.postBatch(b), batchSize: 100, intervalMs: 60_000, lingerMs: 1000 });
+    forwarder.start();
+    await until(() => forwarder.lag().events === 0);
+    const batchesBefore = upstream.batches;
+    const started = Date.now();
+    const more: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      more.push(...(await appendMore(journal, 1)));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await until(() => forwarder.lag().events === 0);
+    assert.ok(Date.now() - started < 5000, 'delivered well within the poll interval (SPEC §6: 10 s)');
+    assert.ok(upstream.batches - batchesBefore <= 2, `six commits went out in ${upstream.batches - batchesBefore} batches`);
+    await forwarder.stop();
+    await journal.close();
+    await assertDeliveredOnce(more);
+  });
 });
