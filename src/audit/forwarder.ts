@@ -19,6 +19,8 @@ export interface AuditForwarderOptions {
   /** Sends a batch Bundle (its JSON bytes) to the upstream FHIR base and returns its batch-response. */
   readonly postBatch: (batch: Buffer) => Promise<Bundle>;
   readonly batchSize?: number;
+  /** Most event bytes in one batch (default 4 MiB): a 1,000-entry page's event is ~450 KB. At least one event is always sent. */
+  readonly batchBytes?: number;
   /** How often to look for new events when no journal notifies (and as a fallback). */
   readonly intervalMs?: number;
   /**
@@ -54,6 +56,9 @@ export class AuditForwarder {
   private readonly journal?: AuditJournal;
   private readonly postBatch: (batch: Buffer) => Promise<Bundle>;
   private readonly batchSize: number;
+  private readonly batchBytes: number;
+  /** The last batch stopped at batchSize or batchBytes: more may be waiting. */
+  private lastBatchFull = false;
   private readonly intervalMs: number;
   private readonly lingerMs: number;
   private lingerTimer: NodeJS.Timeout | undefined;
@@ -82,6 +87,7 @@ export class AuditForwarder {
     this.journal = opts.journal;
     this.postBatch = opts.postBatch;
     this.batchSize = opts.batchSize ?? 100;
+    this.batchBytes = opts.batchBytes ?? 4 * 1024 * 1024;
     this.intervalMs = opts.intervalMs ?? 1000;
     this.lingerMs = opts.lingerMs ?? 250;
     this.backoffInitialMs = opts.backoff?.initialMs ?? 500;
@@ -146,9 +152,8 @@ export class AuditForwarder {
 
   private async run(): Promise<void> {
     while (this.running) {
-      let forwarded = 0;
       try {
-        forwarded = await this.forwardOnce();
+        await this.forwardOnce();
         this.failures = 0;
       } catch (err) {
         this.failures += 1;
@@ -161,7 +166,7 @@ export class AuditForwarder {
         continue;
       }
       // A full batch may have more behind it; otherwise wait for a full batch, the linger timer or the poll.
-      if (forwarded < this.batchSize && this.running) await this.sleep(this.intervalMs);
+      if (!this.lastBatchFull && this.running) await this.sleep(this.intervalMs);
     }
   }
 
@@ -253,31 +258,41 @@ export class AuditForwarder {
 
   /** Up to `max` complete entries with seq > `afterSeq`, read from where the last batch stopped. */
   private async readAfter(afterSeq: number, max: number): Promise<ForwardEntry[]> {
+    this.lastBatchFull = false;
     if (max <= 0) return [];
     if (this.cursor === undefined || this.cursor.seq !== afterSeq) this.cursor = await this.locate(afterSeq);
     if (this.cursor === undefined) return [];
     const entries: ForwardEntry[] = [];
     const cursor = this.cursor;
-    while (entries.length < max) {
+    let bytes = 0;
+    while (entries.length < max && !this.lastBatchFull) {
       const chunk = await readChunk(join(this.dir, cursor.segment), cursor.offset);
       let start = 0;
       for (let end = chunk.indexOf(0x0a); end !== -1 && entries.length < max; end = chunk.indexOf(0x0a, start)) {
         const entry = forwardEntry(chunk.subarray(start, end));
         if (entry === undefined) throw new Error(`unreadable audit journal line in ${cursor.segment} after seq ${cursor.seq}`);
+        if (entry.seq > afterSeq && entries.length > 0 && bytes + entry.event.length > this.batchBytes) {
+          this.lastBatchFull = true; // left unread: the next batch starts with it
+          break;
+        }
         cursor.seq = entry.seq;
         this.knownLastSeq = Math.max(this.knownLastSeq, entry.seq);
-        if (entry.seq > afterSeq) entries.push(entry);
+        if (entry.seq > afterSeq) {
+          entries.push(entry);
+          bytes += entry.event.length;
+        }
         start = end + 1;
       }
       if (start === 0 && chunk.length === READ_CHUNK) throw new Error(`audit journal line longer than ${READ_CHUNK} bytes in ${cursor.segment}`);
       cursor.offset += start;
-      if (entries.length >= max || chunk.length === READ_CHUNK) continue;
+      if (entries.length >= max || this.lastBatchFull || chunk.length === READ_CHUNK) continue;
       // End of this segment: move on only when the next one exists and continues the sequence.
       const next = (await listSegments(this.dir)).find((s) => s.firstSeq === cursor.seq + 1);
       if (next === undefined || next.name === cursor.segment) break;
       cursor.segment = next.name;
       cursor.offset = 0;
     }
+    if (entries.length >= this.batchSize) this.lastBatchFull = true;
     return entries;
   }
 

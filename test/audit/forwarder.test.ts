@@ -189,4 +189,25 @@ describe('audit forwarder', () => {
     await journal.close();
     await assertDeliveredOnce(more);
   });
+
+  test('a batch holds at most batchBytes of events (at least one): large events go out in several batches, each once', async () => {
+    const { dir, journal, ids } = await journalWith(20);
+    await journal.close();
+    const line = (await readFile(join(dir, (await listSegments(dir))[0].name), 'utf8')).split('\n')[0];
+    const eventBytes = line.slice(line.indexOf(',"event":') + 9, -1).length;
+    const sizes: number[] = [];
+    const forwarder = new AuditForwarder({
+      dir,
+      postBatch: (batch) => (sizes.push((batch.toString('utf8').match(/"method":"PUT"/g) ?? []).length), upstream.postBatch(batch)),
+      batchSize: 100,
+      batchBytes: eventBytes * 3,
+    });
+    let sent = 0;
+    for (let n = await forwarder.forwardOnce(); n > 0; n = await forwarder.forwardOnce()) sent += n;
+    assert.equal(sent, 20);
+    assert.ok(sizes.every((n) => n >= 1 && n <= 3), `batches of ${sizes}`);
+    await assertDeliveredOnce(ids);
+    const tiny = new AuditForwarder({ dir: (await journalWith(2)).dir, postBatch: (b) => upstream.postBatch(b), batchBytes: 1 });
+    assert.equal(await tiny.forwardOnce(), 1, 'an event larger than batchBytes still goes out, alone');
+  });
 });
