@@ -142,6 +142,9 @@ async function respondWithListing(x: Exchange, request: ListingRequest, self: st
     currentVersionGate: request.history ? (resources) => currentVersionGate(x, resources) : undefined,
   });
   x.deps.metrics.decisionLatency.observe((performance.now() - started) / 1000);
+  // An instance history with every version hidden answers as a read would: concealed, exactly like a
+  // resource that does not exist (an empty history would say that it does).
+  if (request.interaction === 'history-instance' && result.entries.length === 0 && result.hidden > 0) throw concealed(x);
   const next = result.next ? nextLink(x.deps.fhirBase, result.next, await x.deps.cursors.seal(result.next, x.ctx)) : undefined;
   const notices = type === 'searchset' ? withheldNotices(x.session, x.ctx, x.deps.policy) : [];
   for (const id of x.namedPatients) x.session.touch(id);

@@ -37,6 +37,8 @@ export interface ListingResult {
   readonly next?: CursorState;
   /** The highest confidentiality among released entries (SPEC §5 high-water mark). */
   readonly confidentiality?: string;
+  /** Entries read in range but not shown: withheld, or versions hidden by their withheld current version. */
+  readonly hidden: number;
 }
 
 const confidentialityOrder = ['U', 'L', 'M', 'N', 'R', 'V'];
@@ -147,6 +149,7 @@ export async function runListing(
   let next: Position | undefined;
   let judged = 0;
   let released = 0;
+  let hidden = 0;
   while (position) {
     const page = await readPage(position.upstream);
     for (const entry of page.entries) {
@@ -160,6 +163,7 @@ export async function runListing(
     for (; i < page.matches.length && matches.length < request.count; i++) {
       const entry = page.matches[i];
       const verdict = judge(entry, page.blockedByCurrent);
+      if (!verdict?.released && entry.resource) hidden++;
       if (!verdict) continue;
       judged++;
       if (verdict.released) released++;
@@ -222,6 +226,7 @@ export async function runListing(
       view: request.view,
     },
     confidentiality: level >= 0 ? confidentialityOrder[level] : undefined,
+    hidden,
   };
 }
 
@@ -240,7 +245,7 @@ function listingEntry(entry: BundleEntry, resource: Resource, request: ListingRe
 /** The searchset/history Bundle the client receives: no total, gateway links only, high-water mark. */
 export function listingBundle(
   type: 'searchset' | 'history',
-  result: ListingResult,
+  result: Pick<ListingResult, 'entries' | 'confidentiality'>,
   links: { readonly self: string; readonly next?: string },
   notices: readonly OperationOutcome[],
 ): Bundle {

@@ -292,10 +292,14 @@ const vectors: Vector[] = [
     for (const summary of ['text', 'true']) assertClean(await get(`Observation?patient=${P}&_id=pv-inline&_summary=${summary}`));
   } },
   { name: 'history: older versions of a resource that is now labelled R are not shown', run: async () => {
+    // Every version withheld: concealed like a read, identical to the history of a resource that does not exist.
     const instance = await get('Observation/pv-hist/_history');
-    assert.equal(instance.status, 200);
-    assert.deepEqual((instance.body as Bundle).entry ?? [], []);
+    assert.equal(instance.status, 404);
     assertClean(instance, []);
+    assert.equal(instance.text, (await get('Observation/no-such-obs/_history')).text, 'same as a resource that does not exist');
+    const released = await get('Observation/pv-n1/_history');
+    assert.equal(released.status, 200);
+    assert.ok(((released.body as Bundle).entry ?? []).length >= 1, 'a visible resource keeps its history');
     const sys = await h.token({ sub: 'svc', client_id: 'engine', scope: 'system/*.rs', extensions: pou('TREAT') });
     const typeHistory = await get('Observation/_history?_count=1000', sys);
     assert.equal(typeHistory.status, 200);
