@@ -21,7 +21,8 @@ export function requireScope(x: Exchange, resourceType: string, interaction: Sco
 }
 
 /** A token confined to its launch patient may name only that patient: refused before any data is read (SPEC §3). */
-function confineInstance(x: Exchange, resourceType: string, id: string): void {
+/** A request about `Patient/{id}` names that patient: a token confined elsewhere is refused before any read. */
+export function confineInstance(x: Exchange, resourceType: string, id: string): void {
   if (resourceType !== 'Patient') return;
   x.namedPatients.add(id);
   if (!mayConcernPatient(x.ctx, id)) throw forbidden();

@@ -11,7 +11,7 @@ import { withinPatientContext } from '../provenance/confine.ts';
 import { holdsAuditEventScope, mayConcernPatient, parseScopes } from '../provenance/scopes.ts';
 import { DisclosureSession } from './disclose.ts';
 import type { Exchange, Reply } from './exchange.ts';
-import { everything } from './interactions.ts';
+import { confineInstance, everything } from './interactions.ts';
 
 /** Explain and status are for administrators and auditors (SPEC §7). */
 function requireAuditor(x: Exchange): void {
@@ -161,6 +161,7 @@ export async function operation(x: Exchange, method: string, name: string, resou
   }
   if (x.deps.policy.allowOperations.includes(name) && (method === 'GET' || method === 'POST')) {
     if (resourceType && !x.ctx.scopes.some((s) => s.resourceType === '*' || s.resourceType === resourceType)) throw forbidden();
+    if (resourceType && id) confineInstance(x, resourceType, id);
     return allowedOperation(x, method, name, resourceType, id);
   }
   throw forbidden();

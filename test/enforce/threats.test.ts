@@ -494,7 +494,7 @@ describe('mixed tokens: patient/ scopes confine whatever else the token holds', 
   before(async () => {
     upstream = await startEmbeddedUpstream({ resources: world });
     proxy = await startFaultProxy(upstream.url);
-    mh = await startHarness({ upstream: { url: proxy.url, repo: upstream.repo, close: async () => {} } });
+    mh = await startHarness({ upstream: { url: proxy.url, repo: upstream.repo, close: async () => {} }, policy: { allowOperations: ['$summary'] } });
     const clinician = { sub: 'dr-a', client_id: 'ehr-launch', fhirUser: 'Practitioner/dr-a', extensions: pou('TREAT') };
     mixed = await mh.token({ ...clinician, patient: OWN, scope: `patient/Observation.rs ${userScopes}` });
     userOnly = await mh.token({ ...clinician, scope: userScopes });
@@ -545,6 +545,18 @@ describe('mixed tokens: patient/ scopes confine whatever else the token holds', 
     const unnamed = assertSearchset(await req('Observation', mixed));
     assert.deepEqual(idsOf(unnamed), [`${OWN}-o1`, `${OWN}-o2`]);
     assert.deepEqual(idsOf(assertSearchset(await req(`Observation?patient=${ELSE}`, userOnly))), [`${ELSE}-o1`], 'the same user/ scopes alone search it');
+  });
+
+  test('an operation the policy lets through, on another patient: 403 before the upstream is asked', async () => {
+    const from = proxy.seen.length;
+    for (const token of [mixed, patientOnly]) {
+      const res = await req(`Patient/${ELSE}/$summary`, token);
+      assert.equal(res.status, 403, res.text.slice(0, 200));
+      assert.equal(res.text, (await req('Patient/no-such-patient/$summary', token)).text, 'identical whether or not the patient exists');
+    }
+    assert.deepEqual(askedAboutElse(from), [], 'the upstream was not asked');
+    await req(`Patient/${ELSE}/$summary`, userOnly);
+    assert.ok(askedAboutElse(from).length > 0, 'the same user/ scopes alone pass it upstream (the check above can fail)');
   });
 
   test('the launch patient’s own data still reads and searches', async () => {
