@@ -43,6 +43,8 @@ export class ForwardRejectedError extends Error {
 
 /** Largest chunk read from a segment at once; a batch needs far less. */
 const READ_CHUNK = 1024 * 1024;
+/** A line longer than a chunk (an event of a page with thousands of entries) is read with a larger one, up to this. */
+const MAX_LINE_BYTES = 64 * 1024 * 1024;
 
 interface Cursor {
   segment: string;
@@ -265,8 +267,10 @@ export class AuditForwarder {
     const entries: ForwardEntry[] = [];
     const cursor = this.cursor;
     let bytes = 0;
+    let chunkSize = READ_CHUNK;
     while (entries.length < max && !this.lastBatchFull) {
-      const chunk = await readChunk(join(this.dir, cursor.segment), cursor.offset);
+      const size = chunkSize;
+      const chunk = await readChunk(join(this.dir, cursor.segment), cursor.offset, size);
       let start = 0;
       for (let end = chunk.indexOf(0x0a); end !== -1 && entries.length < max; end = chunk.indexOf(0x0a, start)) {
         const entry = forwardEntry(chunk.subarray(start, end));
@@ -283,9 +287,15 @@ export class AuditForwarder {
         }
         start = end + 1;
       }
-      if (start === 0 && chunk.length === READ_CHUNK) throw new Error(`audit journal line longer than ${READ_CHUNK} bytes in ${cursor.segment}`);
+      if (start === 0 && chunk.length === size) {
+        // No whole line in a full chunk: read it again with room for the line.
+        if (chunkSize >= MAX_LINE_BYTES) throw new Error(`audit journal line longer than ${MAX_LINE_BYTES} bytes in ${cursor.segment}`);
+        chunkSize *= 4;
+        continue;
+      }
+      chunkSize = READ_CHUNK;
       cursor.offset += start;
-      if (entries.length >= max || this.lastBatchFull || chunk.length === READ_CHUNK) continue;
+      if (entries.length >= max || this.lastBatchFull || chunk.length === size) continue;
       // End of this segment: move on only when the next one exists and continues the sequence.
       const next = (await listSegments(this.dir)).find((s) => s.firstSeq === cursor.seq + 1);
       if (next === undefined || next.name === cursor.segment) break;
@@ -339,11 +349,11 @@ function forwardEntry(line: Buffer): ForwardEntry | undefined {
   return { seq: entry.seq, hash: entry.hash, id: event.id, recorded: event.recorded, event: Buffer.from(JSON.stringify(event)) };
 }
 
-async function readChunk(path: string, offset: number): Promise<Buffer> {
+async function readChunk(path: string, offset: number, size: number): Promise<Buffer> {
   const handle = await open(path, 'r');
   try {
-    const buffer = Buffer.allocUnsafe(READ_CHUNK);
-    const { bytesRead } = await handle.read(buffer, 0, READ_CHUNK, offset);
+    const buffer = Buffer.allocUnsafe(size);
+    const { bytesRead } = await handle.read(buffer, 0, size, offset);
     return buffer.subarray(0, bytesRead);
   } finally {
     await handle.close();

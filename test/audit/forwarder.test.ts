@@ -210,4 +210,22 @@ describe('audit forwarder', () => {
     const tiny = new AuditForwarder({ dir: (await journalWith(2)).dir, postBatch: (b) => upstream.postBatch(b), batchBytes: 1 });
     assert.equal(await tiny.forwardOnce(), 1, 'an event larger than batchBytes still goes out, alone');
   });
+
+  test('an event longer than the 1 MiB read chunk (a page of thousands of entries) is forwarded, with the events around it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'audit-forward-'));
+    dirs.push(dir);
+    const journal = await AuditJournal.open(dir);
+    const small = await appendMore(journal, 2);
+    const big = { ...journalEvent(`${process.pid}-big-${++counter}`), entity: Array.from({ length: 12_000 }, (_, i) => ({ what: { reference: `Observation/big-${i}-${'x'.repeat(60)}` } })) };
+    await journal.append([big]);
+    const after = await appendMore(journal, 2);
+    await journal.close();
+    assert.ok(JSON.stringify(big).length > 1024 * 1024, 'the event is longer than one read chunk');
+    const forwarder = new AuditForwarder({ dir, postBatch: (b) => upstream.postBatch(b), batchSize: 100 });
+    let sent = 0;
+    for (let n = await forwarder.forwardOnce(); n > 0; n = await forwarder.forwardOnce()) sent += n;
+    assert.equal(sent, 5);
+    await assertDeliveredOnce([...small, big.id as string, ...after]);
+    assert.equal((await upstream.auditEvents()).find((e) => e.id === big.id)?.entity?.length, 12_000);
+  });
 });
