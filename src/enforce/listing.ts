@@ -68,6 +68,20 @@ function withCount(path: string, count: number): string {
   return `${at === -1 ? path : path.slice(0, at)}?${query}`;
 }
 
+/** The `_count` an upstream page URL asks for, if it names one. */
+function countOf(path: string): number | undefined {
+  const at = path.indexOf('?');
+  const count = Number(new URLSearchParams(at === -1 ? '' : path.slice(at + 1)).get('_count'));
+  return Number.isInteger(count) && count > 0 ? count : undefined;
+}
+
+/** A cursor resumes with a full upstream page, even where this page ended in a refill sized for its remainder. */
+function resumeAt(path: string, firstPage: string): string {
+  const full = countOf(firstPage);
+  const asked = countOf(path);
+  return full !== undefined && asked !== undefined && asked < full ? withCount(path, full) : path;
+}
+
 /** Entries a look-ahead probe asks for before it falls back to reading whole upstream pages. */
 const probeSize = 10;
 
@@ -77,9 +91,8 @@ const probeSize = 10;
  * third was withheld then parses ~50 entries, not another full page.
  */
 function refillPage(next: string, needed: number, released: number, judged: number): string {
-  const at = next.indexOf('?');
-  const asked = Number(new URLSearchParams(at === -1 ? '' : next.slice(at + 1)).get('_count'));
-  if (!Number.isInteger(asked) || asked <= 0 || judged === 0) return next;
+  const asked = countOf(next);
+  if (asked === undefined || judged === 0) return next;
   const rate = Math.max(released / judged, 0.05);
   const size = Math.ceil((needed / rate) * 1.05) + 1;
   return size < asked ? withCount(next, size) : next;
@@ -217,7 +230,7 @@ export async function runListing(
     next: next && {
       interaction: request.interaction,
       resourceType: request.resourceType,
-      upstream: next.upstream,
+      upstream: resumeAt(next.upstream, request.upstream),
       skip: next.skip,
       count: request.count,
       query: request.query,

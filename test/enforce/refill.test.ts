@@ -69,6 +69,13 @@ describe('refilling pages with withheld entries', () => {
     assert.equal(counts[0], 22, 'the first read asks for the page, 5% and one more');
     // After 22 entries, ~15 released: ~5 more are needed at a rate of ~2/3 → ~9 entries, not 22.
     assert.ok(counts[1] < 15, `the refill asks for ${counts[1]}`);
+    // The next page resumes with a full upstream page, not the refill's small one.
+    const seen = proxy.seen.length;
+    const next = nextOf(res.body);
+    assert.ok(next);
+    assert.deepEqual(ids((await h.request(next, { token })).body), released.slice(20, 40));
+    const resumed = proxy.seen.slice(seen).filter((target) => target.includes('/Observation?')).map((target) => Number(new URL(target, 'http://x').searchParams.get('_count')));
+    assert.equal(resumed[0], 22, `the continuation asks for ${resumed}`);
   });
 
   for (const query of ['_count=20', '_count=7', '_count=20&_offset=10', '_count=1']) {
