@@ -107,20 +107,15 @@ function acceptAuditBatch(req: IncomingMessage, res: ServerResponse): void {
   });
 }
 
-/** A plain reverse proxy: undici `stream` piping the upstream body straight into the response. */
-async function passthrough(target: string): Promise<{ url: string; close: () => Promise<void> }> {
-  const base = new URL(target);
-  const pool = new Pool(base.origin, { connections: 32 });
+type Baseline = (pool: Pool, origin: string, req: IncomingMessage, res: ServerResponse) => Promise<unknown>;
+
+/** A baseline server: each request handled against a 32-connection pool to the target; any failure → 502. */
+async function baseline(target: string, handle: Baseline): Promise<{ url: string; close: () => Promise<void> }> {
+  const origin = new URL(target).origin;
+  const pool = new Pool(origin, { connections: 32 });
   const server = createServer((req, res) => {
     requests++;
-    stream(
-      `${base.origin}${req.url ?? '/'}`,
-      { method: 'GET', dispatcher: pool, headers: { accept: 'application/fhir+json' } },
-      ({ statusCode, headers }) => {
-        res.writeHead(statusCode, { 'content-type': String(headers['content-type'] ?? 'application/fhir+json') });
-        return res;
-      },
-    ).catch(() => {
+    handle(pool, origin, req, res).catch(() => {
       if (!res.headersSent) res.writeHead(502);
       res.end();
     });
@@ -133,32 +128,23 @@ async function passthrough(target: string): Promise<{ url: string; close: () => 
   } };
 }
 
+/** A plain reverse proxy: undici `stream` piping the upstream body straight into the response. */
+const passthrough = (target: string) =>
+  baseline(target, (pool, origin, req, res) =>
+    stream(`${origin}${req.url ?? '/'}`, { method: 'GET', dispatcher: pool, headers: { accept: 'application/fhir+json' } }, ({ statusCode, headers }) => {
+      res.writeHead(statusCode, { 'content-type': String(headers['content-type'] ?? 'application/fhir+json') });
+      return res;
+    }),
+  );
+
 /** The least an inspecting gateway does: buffer the upstream body, JSON.parse it, JSON.stringify it. */
-async function floor(target: string): Promise<{ url: string; close: () => Promise<void> }> {
-  const base = new URL(target);
-  const pool = new Pool(base.origin, { connections: 32 });
-  const server = createServer((req, res) => {
-    requests++;
-    pool
-      .request({ path: req.url ?? '/', method: 'GET', headers: { accept: 'application/fhir+json' } })
-      .then(async ({ statusCode, body }) => {
-        const parsed: unknown = JSON.parse(await body.text());
-        const out = JSON.stringify(parsed);
-        res.writeHead(statusCode, { 'content-type': 'application/fhir+json; charset=utf-8' });
-        res.end(out);
-      })
-      .catch(() => {
-        if (!res.headersSent) res.writeHead(502);
-        res.end();
-      });
+const floor = (target: string) =>
+  baseline(target, async (pool, _origin, req, res) => {
+    const { statusCode, body } = await pool.request({ path: req.url ?? '/', method: 'GET', headers: { accept: 'application/fhir+json' } });
+    const out = JSON.stringify(JSON.parse(await body.text()) as unknown);
+    res.writeHead(statusCode, { 'content-type': 'application/fhir+json; charset=utf-8' });
+    res.end(out);
   });
-  server.keepAliveTimeout = 60_000;
-  const url = await listen(server);
-  return { url, close: async () => {
-    await closeServer(server);
-    await pool.close();
-  } };
-}
 
 /** The real gateway, assembled by createGateway exactly as the harness does (journal in a temp dir). */
 async function gateway(req: Extract<ServeRequest, { role: 'gateway' }>): Promise<{ url: string; close: () => Promise<void> }> {
