@@ -9,7 +9,7 @@ import { confineSearch, patientsNamedBy } from '../provenance/confine.ts';
 import { allows, grantedQueries, holdsAuditEventScope, mayConcernPatient } from '../provenance/scopes.ts';
 import type { CursorState } from './cursor.ts';
 import type { Exchange, Reply } from './exchange.ts';
-import { listingBundle, runListing, type ListingRequest } from './listing.ts';
+import { listingBundle, runListing, upstreamPageSize, type ListingRequest } from './listing.ts';
 import { withheldNotices } from './notices.ts';
 import { maxPageSize, sanitiseSearch } from './search-params.ts';
 
@@ -102,12 +102,6 @@ async function binarySecurityContext(x: Exchange, binary: Resource): Promise<str
     throw concealed(x);
   }
   return verdict.patients.length > 0 ? [...verdict.patients] : undefined;
-}
-
-function upstreamPageSize(count: number): number {
-  // A few more than the page (and one to know whether a next link is due): little parsed in vain when
-  // nothing is withheld; pages with withheld entries are refilled from the next upstream page.
-  return Math.min(maxPageSize, count + Math.ceil(count / 20) + 1);
 }
 
 function withPaging(path: string, params: URLSearchParams, count: number): string {

@@ -8,28 +8,18 @@ import { referencesIn } from '../fhir/references.ts';
 import type { UpstreamClient } from '../upstream/index.ts';
 import type { CursorState } from './cursor.ts';
 import type { DisclosureSession, Verdict } from './disclose.ts';
-import { applyView, redactionChangesMatch, type IncludeParam, type SearchView } from './search-params.ts';
+import { applyView, maxPageSize, redactionChangesMatch } from './search-params.ts';
 
 /** Upstream pages read at most to fill one gateway page; past it the page is returned short. */
 export const maxUpstreamPagesPerPage = 40;
 
-export interface ListingRequest {
-  readonly interaction: CursorState['interaction'];
-  readonly resourceType?: string;
-  /** Base-relative upstream URL of the first upstream page to read. */
-  readonly upstream: string;
-  /** Match entries of that first upstream page to skip (continuing a cursor). */
-  readonly skip: number;
-  readonly count: number;
+/** A cursor's state (here `upstream` and `skip` name the first upstream page to read) and what only this page needs. */
+export interface ListingRequest extends CursorState {
   /** Released entries to skip before the page starts (`_offset`). */
   readonly offset: number;
-  readonly includes: readonly IncludeParam[];
-  readonly criteria: readonly [string, string][];
-  readonly view: SearchView;
   readonly history: boolean;
   /** SMART interaction the listing needs per resource: `r` for instance history, `s` otherwise. */
   readonly access: 'r' | 's';
-  readonly query: string;
 }
 
 export interface ListingResult {
@@ -85,16 +75,21 @@ function resumeAt(path: string, firstPage: string): string {
 /** Entries a look-ahead probe asks for before it falls back to reading whole upstream pages. */
 const probeSize = 10;
 
+/** Entries to ask the upstream for to show `count`: a few more (5%) and one to know whether a next link is due. */
+export function upstreamPageSize(count: number): number {
+  // Little is parsed in vain when nothing is withheld; pages with withheld entries are refilled.
+  return Math.min(maxPageSize, count + Math.ceil(count / 20) + 1);
+}
+
 /**
  * The next upstream page, asking only for what should fill the gateway page at the release rate seen so
- * far (+5%, +1 to look ahead) — never more than the upstream page already asks for. A refill after a
- * third was withheld then parses ~50 entries, not another full page.
+ * far — never more than the upstream page already asks for. A refill after a third was withheld then
+ * parses ~50 entries, not another full page.
  */
 function refillPage(next: string, needed: number, released: number, judged: number): string {
   const asked = countOf(next);
   if (asked === undefined || judged === 0) return next;
-  const rate = Math.max(released / judged, 0.05);
-  const size = Math.ceil((needed / rate) * 1.05) + 1;
+  const size = upstreamPageSize(Math.ceil(needed / Math.max(released / judged, 0.05)));
   return size < asked ? withCount(next, size) : next;
 }
 
