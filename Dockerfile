@@ -1,5 +1,5 @@
 # Production image: compiled JavaScript, production dependencies only, non-root.
-FROM node:22-slim AS build
+FROM node:26-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts
@@ -7,12 +7,12 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npx tsc -p tsconfig.build.json
 
-FROM node:22-slim AS deps
+FROM node:26-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts
 
-FROM node:22-slim
+FROM node:26-slim
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=8080 AUDIT_DIR=/var/lib/disclosure-gateway/audit DATA_DIR=/var/lib/disclosure-gateway
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules

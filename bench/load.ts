@@ -92,7 +92,7 @@ const serveScript = fileURLToPath(new URL('./serve.ts', import.meta.url));
 
 /** Forks bench/serve.ts and starts one server in it; `profileDir` adds `--cpu-prof` there. */
 export async function startChild(req: ServeRequest, opts: { profileDir?: string } = {}): Promise<Child> {
-  const execArgv = ['--import', 'tsx'];
+  const execArgv: string[] = [];
   if (opts.profileDir) execArgv.push('--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`);
   const child: ChildProcess = fork(serveScript, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const url = await new Promise<string>((ok, fail) => {

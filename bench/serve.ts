@@ -1,4 +1,4 @@
-// One server under test per child process (forked by bench/run.ts with `--import tsx`), so its CPU and
+// One server under test per child process (forked by bench/run.ts), so its CPU and
 // peak RSS are its own: the canned upstream, the baselines (pass-through, parse floor) and the gateway.
 // Protocol over IPC: parent sends a ServeRequest, child answers { url } once listening; 'stats' → counters;
 // 'stop' → closes and exits (so `--cpu-prof` can write its profile).

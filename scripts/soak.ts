@@ -2,7 +2,7 @@
 // behind it, bounded in time and count. Fails (exit 1) on any error answer, any leak of never-releasable
 // data, memory growth past the stated bounds after warm-up, or a response whose audit event is missing.
 //
-//   node --import tsx scripts/soak.ts [--seconds 120] [--workers 8] [--max-requests 500000]
+//   node scripts/soak.ts [--seconds 120] [--workers 8] [--max-requests 500000]
 //                                     [--heap-growth-mb 48] [--rss-growth-mb 160]
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';

@@ -68,15 +68,14 @@ export class AuditJournal {
   private readonly listeners = new Set<(lastSeq: number) => void>();
   private counters = { appends: 0, events: 0, commits: 0, fsyncs: 0 };
 
-  private constructor(
-    readonly dir: string,
-    handle: FileHandle,
-    segmentBytes: number,
-    seq: number,
-    headHash: string,
-    private readonly maxSegmentBytes: number,
-    private readonly io: JournalIo,
-  ) {
+  readonly dir: string;
+  private readonly maxSegmentBytes: number;
+  private readonly io: JournalIo;
+
+  private constructor(dir: string, handle: FileHandle, segmentBytes: number, seq: number, headHash: string, maxSegmentBytes: number, io: JournalIo) {
+    this.dir = dir;
+    this.maxSegmentBytes = maxSegmentBytes;
+    this.io = io;
     this.handle = handle;
     this.segmentBytes = segmentBytes;
     this.seq = seq;

@@ -17,11 +17,15 @@ export class JournalStatusCache {
   private last?: { status: JournalStatus; at: number };
   private running?: Promise<JournalStatus>;
 
-  constructor(
-    private readonly dir: string,
-    private readonly maxAgeMs: number,
-    private readonly clock: () => number = Date.now,
-  ) {}
+  private readonly dir: string;
+  private readonly maxAgeMs: number;
+  private readonly clock: () => number;
+
+  constructor(dir: string, maxAgeMs: number, clock: () => number = Date.now) {
+    this.dir = dir;
+    this.maxAgeMs = maxAgeMs;
+    this.clock = clock;
+  }
 
   /** The latest verification, re-run when older than the interval; concurrent callers share one run. */
   async current(): Promise<JournalStatus> {

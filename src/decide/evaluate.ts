@@ -98,7 +98,7 @@ function decide(c: CompiledPatientPolicy, f: ResourceFacts, trace: TraceEntry[],
 
   // §4.1 patient consents, else §4.5 the implicit policy.
   let permitted: boolean;
-  let breakGlass = false;
+  let breakGlass: boolean;
   let part2Provision: CompiledProvision | null = null;
   const decided = decideConsents(c, f);
   if (decided !== null) {

@@ -71,6 +71,14 @@ interface PatientAccount {
   consentDecisions: Map<string, PatientDisclosure['consentDecisions'][number]>;
 }
 
+interface DisclosureSessionDeps {
+  readonly policies: PolicySource;
+  readonly policy: DecisionPolicy;
+  readonly now: Date;
+  /** Compiled policies shared across requests (per patient inputs, requester and minute); compiled afresh without it. */
+  readonly compiledPolicies?: CompiledPolicyCache;
+}
+
 export class DisclosureSession {
   private readonly compiled = new Map<string, CompiledPatientPolicy>();
   /** Patients of each resource met in this request: found once in prepare(), read again in decide(). */
@@ -87,17 +95,15 @@ export class DisclosureSession {
   withheldUnstated = 0;
   readonly withheldLayers: string[] = [];
 
-  constructor(
-    private readonly deps: {
-      readonly policies: PolicySource;
-      readonly policy: DecisionPolicy;
-      readonly now: Date;
-      /** Compiled policies shared across requests (per patient inputs, requester and minute); compiled afresh without it. */
-      readonly compiledPolicies?: CompiledPolicyCache;
-    },
-    readonly ctx: RequestContext,
-    readonly requester: Requester,
-  ) {}
+  private readonly deps: DisclosureSessionDeps;
+  readonly ctx: RequestContext;
+  readonly requester: Requester;
+
+  constructor(deps: DisclosureSessionDeps, ctx: RequestContext, requester: Requester) {
+    this.deps = deps;
+    this.ctx = ctx;
+    this.requester = requester;
+  }
 
   /** Loads and compiles the policies of every patient these resources name; call before `decide`. */
   async prepare(resources: Iterable<Resource>, extraPatients: readonly string[] = []): Promise<void> {

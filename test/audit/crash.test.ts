@@ -33,7 +33,7 @@ test('SIGKILL mid-append: every acknowledged event survives, the chain verifies,
   dir = await mkdtemp(join(tmpdir(), 'audit-crash-'));
   const upstream = await startAuditUpstream();
   try {
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dir, upstream.baseUrl], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [CHILD, dir, upstream.baseUrl], { stdio: ['ignore', 'pipe', 'inherit'] });
     const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
     const acknowledged: string[] = [];
     const lines = createInterface({ input: child.stdout });

@@ -207,7 +207,9 @@ describe('audit forwarder', () => {
     assert.equal(sent, 20);
     assert.ok(sizes.every((n) => n >= 1 && n <= 3), `batches of ${sizes}`);
     await assertDeliveredOnce(ids);
-    const tiny = new AuditForwarder({ dir: (await journalWith(2)).dir, postBatch: (b) => upstream.postBatch(b), batchBytes: 1 });
+    const small = await journalWith(2);
+    await small.journal.close();
+    const tiny = new AuditForwarder({ dir: small.dir, postBatch: (b) => upstream.postBatch(b), batchBytes: 1 });
     assert.equal(await tiny.forwardOnce(), 1, 'an event larger than batchBytes still goes out, alone');
   });
 

@@ -1,19 +1,26 @@
 // Browser-test support for the console (issue 8): Debian's Chromium driven by playwright-core, and
 // readers of raw AuditEvents so that what the page shows is checked against what the gateway recorded.
+import { existsSync } from 'node:fs';
 import { copyFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AuditEvent, AuditEventEntity } from '@medplum/fhirtypes';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { DG_EXT_AUDIT_BREAK_THE_GLASS, DG_EXT_AUDIT_DISPOSITION, DG_EXT_AUDIT_RULE } from '../../src/audit/extensions.ts';
 
-export const CHROMIUM = '/usr/bin/chromium';
+/** A system Chromium when one is installed, else the one @sparticuz/chromium ships inside its npm package (no apt step). */
+export async function chromiumExecutable(): Promise<string> {
+  const system = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+  if (existsSync(system)) return system;
+  const { default: packaged } = await import('@sparticuz/chromium');
+  return packaged.executablePath();
+}
 export const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'console');
 export const DOC_SCREENSHOTS = join(process.cwd(), 'docs', 'screenshots');
 
 export async function launchChromium(): Promise<Browser> {
   // chromium.launch gives every run a new temporary user-data-dir.
   return chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath: await chromiumExecutable(),
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
 }

@@ -1,5 +1,5 @@
 // The 12 HL7 FHIR R4 Consent examples: each is ENFORCEABLE with a documented meaning, INACTIVE
-// (its period is long past) or UNSUPPORTED with a reason. Read from the shared fixtures at test time.
+// (its period is long past) or UNSUPPORTED with a reason. Read from the npm package hl7.fhir.r4.examples.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
@@ -7,7 +7,8 @@ import type { Consent, Resource } from '@medplum/fhirtypes';
 import { defaultPolicy } from '../../src/config/policy.ts';
 import { compile, enforcementStatus, evaluate, type Requester } from '../../src/decide/index.ts';
 
-const dir = new URL('../../../shared/fixtures/hl7-fhir-r4-examples/', import.meta.url);
+// The published R4 example set (CC0), installed by npm as hl7.fhir.r4.examples.
+const dir = new URL('../../node_modules/hl7.fhir.r4.examples/', import.meta.url);
 const load = (id: string): Consent => JSON.parse(readFileSync(new URL(`Consent-${id}.json`, dir), 'utf8')) as Consent;
 const TODAY = new Date('2025-06-15T12:00:00Z');
 

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { prepareTrimmedDefinitions, trimmedDefinitionsPath } from '../../src/fhir/definitions.ts';
 
 function dump(variant: 'full' | 'trimmed'): { text: string; summary: { types: number; validated: number; issues: number } } {
-  const text = execFileSync(process.execPath, ['--import', 'tsx', 'test/fhir/definitions-dump.ts', variant], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+  const text = execFileSync(process.execPath, ['test/fhir/definitions-dump.ts', variant], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
   const parsed = JSON.parse(text) as { types: object; validation: string[][] };
   return { text, summary: { types: Object.keys(parsed.types).length, validated: parsed.validation.length, issues: parsed.validation.flat().length } };
 }

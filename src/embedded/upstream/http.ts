@@ -184,7 +184,7 @@ export function createEmbeddedFhirHandler(repo: EmbeddedRepository, options: Emb
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const method = (req.method ?? 'GET').toUpperCase();
     const gzipOk = acceptsGzip(req.headers['accept-encoding']);
-    let status = 200;
+    let status: number;
     let body: Resource;
     const headers: Record<string, string> = {};
     try {

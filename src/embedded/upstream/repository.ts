@@ -17,7 +17,7 @@ import {
   type SearchRequest,
   type WithId,
 } from '@medplum/core';
-import { MemoryRepository, type ReadHistoryOptions, type UpdateResourceOptions } from '@medplum/fhir-router';
+import { MemoryRepository, type CreateResourceOptions, type ReadHistoryOptions, type UpdateResourceOptions } from '@medplum/fhir-router';
 import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { patientCompartmentTypes } from '../../fhir/compartment.ts';
 import { loadFhirDefinitions } from '../../fhir/definitions.ts';
@@ -82,8 +82,6 @@ export class EmbeddedRepository extends MemoryRepository {
   private readonly referenceIndexes = new Map<string, Map<string, ReferenceIndex>>();
   private nextPosition = 0;
   private lastTimestamp = 0;
-  /** Set by updateResource for the synchronous call into createResource it makes. */
-  private pendingMethod: ChangeMethod | undefined;
 
   constructor() {
     super();
@@ -106,16 +104,16 @@ export class EmbeddedRepository extends MemoryRepository {
     return new Date(this.lastTimestamp).toISOString();
   }
 
-  override async createResource<T extends Resource>(resource: T): Promise<WithId<T>> {
-    const method = this.pendingMethod ?? 'POST';
-    this.pendingMethod = undefined;
+  // 5.x: updateResource calls createResource(resource, undefined, true); `update` also tells PUT from POST.
+  override async createResource<T extends Resource>(resource: T, options?: CreateResourceOptions, update = false): Promise<WithId<T>> {
     if (!isResourceType(resource.resourceType)) {
       throw new OperationOutcomeError(badRequest(`Unknown resource type '${String(resource.resourceType)}'`));
     }
-    // The server assigns meta.versionId and meta.lastUpdated (R4 http §3.1.0.2.1), never the client.
+    // The server assigns meta.versionId and meta.lastUpdated (R4 http §3.1.0.2.1), never the client; seeding
+    // mode keeps ours, so that history order and `_lastUpdated` agree (5.x would stamp Date.now(), not increasing).
     const input = { ...resource, meta: { ...resource.meta, versionId: generateId(), lastUpdated: this.timestamp() } };
-    const stored = (await super.createResource(input)) as StoredResource;
-    this.record(stored, method);
+    const stored = (await this.withSeeding(() => super.createResource(input, options, update))) as StoredResource;
+    this.record(stored, update ? 'PUT' : 'POST');
     return deepClone(stored) as WithId<T>;
   }
 
@@ -123,12 +121,7 @@ export class EmbeddedRepository extends MemoryRepository {
     if (resource.id && this.tombstones.has(key(resource.resourceType, resource.id)) && options?.ifMatch) {
       throw new OperationOutcomeError(gone);
     }
-    this.pendingMethod = 'PUT';
-    try {
-      return await super.updateResource(resource, options);
-    } finally {
-      this.pendingMethod = undefined;
-    }
+    return super.updateResource(resource, options);
   }
 
   override async readResource<T extends Resource>(resourceType: string, id: string): Promise<WithId<T>> {
