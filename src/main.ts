@@ -28,7 +28,7 @@ async function serve(settings: Settings): Promise<void> {
     const lines = [`Disclosure Gateway (embedded demo) — FHIR base ${gateway.fhirBase}`, '', 'Demo personas (tokens from the DEV issuer — demo only):'];
     for (const name of personaNames) {
       lines.push(`  # ${name}: ${personas[name].description}`);
-      lines.push(`  curl -s -H "Authorization: Bearer $(npx disclosure-gateway token ${name})" '${gateway.fhirBase}/${embedded.samplePaths[name] ?? 'Patient'}'`);
+      lines.push(`  curl -s -H "Authorization: Bearer $(npm run -s gateway -- token ${name})" '${gateway.fhirBase}/${embedded.samplePaths[name] ?? 'Patient'}'`);
     }
     process.stdout.write(`${lines.join('\n')}\n`);
   }
