@@ -76,7 +76,7 @@ function pageOptions(query: Record<string, string | string[] | undefined>): Page
   };
 }
 
-/** Registers the routes FhirRouter 4.5.2 lacks; they read the repository given here. */
+/** Registers the routes FhirRouter 5.2.13 still lacks (test/embedded/medplum5-gaps.test.ts); they read the repository given here. */
 function buildRouter(repo: EmbeddedRepository): FhirRouter {
   const router = new FhirRouter();
   router.add('GET', 'metadata', async (): Promise<FhirResponse> => [allOk, capabilityStatement('')], 'operation');

@@ -1,6 +1,7 @@
 // medplum's MemoryRepository (storage, versioning, update/patch/conditional logic) extended with what
-// an HTTP upstream needs (see NOTES "fhir-router as an HTTP upstream"): indexed search with _include,
-// bare-id references, Patient compartment, $everything, stable type/system/instance history, tombstones.
+// an HTTP upstream needs and 5.2.13 still lacks (docs/medplum5.md, test/embedded/medplum5-gaps.test.ts):
+// indexed search, bare-id references, Patient compartment, $everything, stable type/system/instance
+// history, tombstones. _include/_revinclude are 5.x's own (getExtraEntries), fed by the indexed search.
 import {
   badRequest,
   deepClone,
@@ -13,11 +14,10 @@ import {
   splitSearchOnComma,
   type FhirPathAtom,
   type Filter,
-  type IncludeTarget,
   type SearchRequest,
   type WithId,
 } from '@medplum/core';
-import { MemoryRepository, type CreateResourceOptions, type ReadHistoryOptions, type UpdateResourceOptions } from '@medplum/fhir-router';
+import { getExtraEntries, MemoryRepository, type CreateResourceOptions, type ReadHistoryOptions, type UpdateResourceOptions } from '@medplum/fhir-router';
 import type { Bundle, BundleEntry, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { patientCompartmentTypes } from '../../fhir/compartment.ts';
 import { loadFhirDefinitions } from '../../fhir/definitions.ts';
@@ -289,66 +289,38 @@ export class EmbeddedRepository extends MemoryRepository {
     if (request.types?.length || request.resourceType === ('MultipleTypes' as string)) {
       throw new OperationOutcomeError(badRequest('Searching several types at once (_type) is not supported'));
     }
+    this.checkIncludes(request);
     const all = this.matches(request, compartmentOf);
     const offset = Number.isFinite(request.offset) ? Math.max(0, request.offset as number) : 0;
     const count = Number.isFinite(request.count) ? Math.max(0, request.count as number) : undefined;
     const page = count === undefined ? all.slice(offset) : all.slice(offset, offset + count);
     const entry: BundleEntry[] = page.map((r) => ({ resource: deepClone(r), search: { mode: 'match' } }));
-    entry.push(...this.included(request, page));
+    if (page.length > 0 && (request.include?.length || request.revInclude?.length)) {
+      // _include/_revinclude: 5.x's own include logic (test/embedded/medplum5-gaps.test.ts); its
+      // _revinclude searches come back through this indexed search. The page size is capped elsewhere.
+      try {
+        await getExtraEntries(this, request, page, entry, { maxResults: Number.POSITIVE_INFINITY });
+      } catch (err) {
+        if (err instanceof OperationOutcomeError) throw err;
+        throw new OperationOutcomeError(badRequest(err instanceof Error ? err.message : String(err)));
+      }
+    }
     return { resourceType: 'Bundle', type: 'searchset', total: all.length, ...(entry.length ? { entry } : {}) };
   }
 
-  /** `_include` / `_revinclude` entries for one page (`:iterate` follows included resources too). */
-  private included(request: SearchRequest, page: StoredResource[]): BundleEntry[] {
-    const includes = request.include ?? [];
-    const revIncludes = request.revInclude ?? [];
-    if (includes.length === 0 && revIncludes.length === 0) return [];
-    const seen = new Set(page.map((r) => key(r.resourceType, r.id)));
-    const out: StoredResource[] = [];
-    const add = (resource: StoredResource): boolean => {
-      const k = key(resource.resourceType, resource.id);
-      if (seen.has(k)) return false;
-      seen.add(k);
-      out.push(resource);
-      return true;
-    };
-    let sources = page;
-    for (let round = 0; sources.length > 0 && round < 4; round++) {
-      const added: StoredResource[] = [];
-      const active = (t: IncludeTarget): boolean => round === 0 || t.modifier === 'iterate';
-      for (const target of includes.filter(active)) {
-        const atom = this.includeAtom(target);
-        for (const source of sources) {
-          if (source.resourceType !== target.resourceType) continue;
-          for (const reference of referencesOf(source, atom)) {
-            const [type, id] = reference.split('/');
-            if (!isRelativeReference(reference) || (target.targetType && type !== target.targetType)) continue;
-            const found = this.live.get(type)?.get(id)?.resource;
-            if (found && add(found)) added.push(found);
-          }
-        }
+  /**
+   * Rejects `_include` / `_revinclude` targets that are not reference parameters (a bad search answers
+   * 400, never a silently smaller result); 5.x's getExtraEntries would skip them without a word.
+   */
+  private checkIncludes(request: SearchRequest): void {
+    for (const target of [...(request.include ?? []), ...(request.revInclude ?? [])]) {
+      if (!isResourceType(target.resourceType)) {
+        throw new OperationOutcomeError(badRequest(`Unknown resource type '${target.resourceType}' in include`));
       }
-      for (const target of revIncludes.filter(active)) {
-        this.includeAtom(target);
-        const references = sources.map((s) => key(s.resourceType, s.id));
-        for (const found of this.inOrder(target.resourceType, this.idsReferencing(target.resourceType, target.searchParam, references))) {
-          if (add(found)) added.push(found);
-        }
+      if (searchParameter(target.resourceType, target.searchParam)?.type !== 'reference') {
+        throw new OperationOutcomeError(badRequest(`'${target.resourceType}:${target.searchParam}' is not a reference parameter`));
       }
-      sources = added;
     }
-    return out.map((r) => ({ resource: deepClone(r), search: { mode: 'include' } }));
-  }
-
-  private includeAtom(target: IncludeTarget): FhirPathAtom {
-    if (!isResourceType(target.resourceType)) {
-      throw new OperationOutcomeError(badRequest(`Unknown resource type '${target.resourceType}' in include`));
-    }
-    const param = searchParameter(target.resourceType, target.searchParam);
-    if (param?.type !== 'reference') {
-      throw new OperationOutcomeError(badRequest(`'${target.resourceType}:${target.searchParam}' is not a reference parameter`));
-    }
-    return parsedExpression(target.resourceType, target.searchParam);
   }
 
   /** `Patient/P/$everything`: the patient, then every compartment resource by type in definition order. */
