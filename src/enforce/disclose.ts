@@ -10,13 +10,14 @@ import type { RequestContext, ScopeInteraction } from '../provenance/context.ts'
 import { confinedToLaunchPatient, grantedQueries, holdsAuditEventScope, resourceMatchesScopes } from '../provenance/scopes.ts';
 import type { CompiledPolicyCache } from '../policy/compiled-cache.ts';
 import { applyObligations } from './redact.ts';
+import { decidedRelease, type Releasable } from './reply.ts';
 
 export interface PolicySource {
   loadMany(patientIds: readonly string[], opts?: { requestId?: string }): Promise<Map<string, PatientPolicyInputs>>;
 }
 
 export type Verdict =
-  | { readonly released: true; readonly resource: Resource; readonly decision: Decision; readonly patients: readonly string[] }
+  | { readonly released: true; readonly resource: Releasable; readonly decision: Decision; readonly patients: readonly string[] }
   | { readonly released: false; readonly decision: Decision; readonly patients: readonly string[] };
 
 const noPatientInputs: PatientPolicyInputs = { patientId: '', consents: [], flags: [], memberships: {}, identifiers: {}, careRelationships: [] };
@@ -217,7 +218,7 @@ export class DisclosureSession {
   decide(resource: Resource, access: ScopeInteraction = 'r', opts: { readonly record?: boolean; readonly patients?: readonly string[]; readonly contextChecked?: boolean } = {}): Verdict {
     const patients = opts.patients ?? this.patientsOf(resource);
     const decision = this.withContainedDecided(this.decideRaw(resource, access, patients, opts.contextChecked), resource, access, patients);
-    const verdict: Verdict = decision.outcome === 'deny' ? { released: false, decision, patients } : { released: true, resource: applyObligations(resource, decision), decision, patients };
+    const verdict: Verdict = decision.outcome === 'deny' ? { released: false, decision, patients } : { released: true, resource: decidedRelease(applyObligations(resource, decision)), decision, patients };
     if (opts.record !== false) this.record(resource, verdict);
     return verdict;
   }

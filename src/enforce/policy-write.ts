@@ -1,0 +1,154 @@
+// "Policy is not data" (SPEC §5): Consents, legal restrictions, harm Flags and the memberships decisions
+// rest on (Group, CareTeam, PractitionerRole) are written only under scopes that name the type, by a
+// patient's app only for the patient's own Consents, never so that the writer widens their own access,
+// and a harm Flag only by its author (or a system/ client).
+import type { Consent, Flag, Observation, Resource } from '@medplum/fhirtypes';
+import { compile, evaluate, isLegalRestriction, type Outcome, type PatientPolicyInputs, type Requester } from '../decide/index.ts';
+import { patientsOf } from '../fhir/compartment.ts';
+import { V3_CONFIDENTIALITY } from '../fhir/systems.ts';
+import { forbidden } from '../fhir/outcome.ts';
+import { isHarmDetermination } from '../policy/index.ts';
+import { relativeReference } from '../provenance/build-context.ts';
+import { confinedToLaunchPatient } from '../provenance/scopes.ts';
+import type { Exchange } from './exchange.ts';
+import type { WriteKind } from './write.ts';
+
+const membershipTypes = new Set(['Group', 'CareTeam', 'PractitionerRole']);
+/** Types whose writes change some patient's cached policy inputs (care relationships included). */
+const policyInputTypes = new Set(['Consent', 'Flag', 'Group', 'CareTeam', 'PractitionerRole', 'Patient', 'Encounter']);
+/** Purposes a writer might later claim: access is compared under each, not only the one of this request. */
+const probePurposes = ['TREAT', 'ETREAT', 'HPAYMT', 'HOPERAT', 'PATRQT', 'FAMRQT', 'HRESCH', 'PUBHLTH', 'HMARKT'];
+const probeTypes = ['Observation', 'Condition', 'DocumentReference', 'Encounter', 'MedicationRequest', 'Procedure'];
+const rank: Record<Outcome, number> = { deny: 0, redact: 1, permit: 2 };
+
+type PolicyKind = 'consent' | 'legal-restriction' | 'harm-flag' | 'membership';
+
+function policyKind(resource: Resource | undefined): PolicyKind | undefined {
+  if (!resource) return undefined;
+  if (resource.resourceType === 'Consent') return isLegalRestriction(resource) ? 'legal-restriction' : 'consent';
+  if (resource.resourceType === 'Flag') return isHarmDetermination(resource) ? 'harm-flag' : undefined;
+  return membershipTypes.has(resource.resourceType) ? 'membership' : undefined;
+}
+
+export function invalidatesPolicy(resource: Resource): boolean {
+  return policyInputTypes.has(resource.resourceType);
+}
+
+/** The writer's own references: fhirUser, organization, a PractitionerRole's practitioner and organization. */
+function writerReferences(x: Exchange): Set<string> {
+  return new Set([x.requester.fhirUser, x.ctx.fhirUser, ...x.requester.references].filter((r): r is string => !!r));
+}
+
+function refersToWriter(writer: ReadonlySet<string>, reference: string | undefined): boolean {
+  const relative = reference ? relativeReference(reference) : undefined;
+  return relative !== undefined && writer.has(relative);
+}
+
+/** What a membership resource says about the writer: their own entries and the resource's standing. */
+function writerStanding(resource: Resource | undefined, writer: ReadonlySet<string>, self: string | undefined): string | undefined {
+  if (!resource) return undefined;
+  if (resource.resourceType === 'Group') {
+    const mine = (resource.member ?? []).filter((m) => refersToWriter(writer, m.entity?.reference));
+    return mine.length ? JSON.stringify({ mine, actual: resource.actual, active: resource.active }) : undefined;
+  }
+  if (resource.resourceType === 'CareTeam') {
+    const mine = (resource.participant ?? []).filter((p) => refersToWriter(writer, p.member?.reference) || refersToWriter(writer, p.onBehalfOf?.reference));
+    return mine.length ? JSON.stringify({ mine, status: resource.status, period: resource.period, subject: resource.subject }) : undefined;
+  }
+  if (resource.resourceType === 'PractitionerRole') {
+    const own = refersToWriter(writer, resource.practitioner?.reference) || `PractitionerRole/${resource.id}` === self;
+    return own ? JSON.stringify({ practitioner: resource.practitioner, organization: resource.organization, active: resource.active, period: resource.period, code: resource.code }) : undefined;
+  }
+  return undefined;
+}
+
+/** The patient's policy inputs with the write applied. */
+function afterWrite(inputs: PatientPolicyInputs, previous: Resource | undefined, next: Resource | undefined): PatientPolicyInputs {
+  const replaced = new Set([previous, next].flatMap((r) => (r?.id ? [`${r.resourceType}/${r.id}`] : [])));
+  const kept = <T extends Resource>(list: readonly T[]) => list.filter((r) => !replaced.has(`${r.resourceType}/${r.id}`));
+  const proposed = next ? { ...next, id: next.id ?? 'proposed-write' } : undefined;
+  const consents = kept(inputs.consents);
+  const flags = kept(inputs.flags);
+  if (proposed?.resourceType === 'Consent') consents.push(proposed);
+  if (proposed?.resourceType === 'Flag' && isHarmDetermination(proposed)) flags.push(proposed);
+  return { ...inputs, consents, flags };
+}
+
+function securityLabelsIn(value: unknown, into: Map<string, { system?: string; code?: string }>): void {
+  if (Array.isArray(value)) return value.forEach((v) => securityLabelsIn(v, into));
+  if (!value || typeof value !== 'object') return;
+  for (const [key, inner] of Object.entries(value)) {
+    if (key === 'securityLabel' && Array.isArray(inner)) for (const c of inner as { system?: string; code?: string }[]) into.set(`${c.system}|${c.code}`, c);
+    else securityLabelsIn(inner, into);
+  }
+}
+
+/** What the writer's access is compared on: the patient's own records and labelled stand-ins for the rest. */
+async function probes(x: Exchange, patientId: string, policies: readonly Resource[]): Promise<Resource[]> {
+  const found: Resource[] = [];
+  const { status, resource } = await x.deps.upstream.readJson<{ resourceType: string; entry?: { resource?: Resource }[] }>(`Patient/${patientId}/$everything?_count=100`, { requestId: x.ctx.requestId });
+  if (status === 200 && resource.resourceType === 'Bundle') for (const e of resource.entry ?? []) if (e.resource) found.push(e.resource);
+  const labels = new Map<string, { system?: string; code?: string }>([['r', { system: V3_CONFIDENTIALITY, code: 'R' }], ['v', { system: V3_CONFIDENTIALITY, code: 'V' }]]);
+  securityLabelsIn(policies, labels);
+  const subject = { reference: `Patient/${patientId}` };
+  for (const type of probeTypes) {
+    for (const label of [undefined, ...labels.values()]) {
+      const probe = { resourceType: type, id: `probe-${found.length}`, status: 'final', subject, patient: subject, effectiveDateTime: x.deps.now().toISOString(), ...(label ? { meta: { security: [label] } } : {}) };
+      found.push(probe as unknown as Observation);
+    }
+  }
+  return found;
+}
+
+/** Would the write let the writer see, under any purpose, something the current policy refuses them? */
+async function widensWriter(x: Exchange, patientId: string, previous: Resource | undefined, next: Resource | undefined): Promise<boolean> {
+  const inputs = (await x.deps.store.loadMany([patientId], { requestId: x.ctx.requestId })).get(patientId);
+  if (!inputs) return true; // unknown policy: the write cannot be shown not to widen (fail closed)
+  const after = afterWrite(inputs, previous, next);
+  const now = x.deps.now();
+  const requesters: Requester[] = [x.requester, ...probePurposes.map((p) => ({ ...x.requester, purposes: [p], breakGlass: false }))];
+  const data = await probes(x, patientId, [...inputs.consents, ...after.consents]);
+  for (const requester of requesters) {
+    const before = compile(inputs, requester, x.deps.policy, now);
+    const changed = compile(after, requester, x.deps.policy, now);
+    for (const resource of data) if (rank[evaluate(changed, resource).outcome] > rank[evaluate(before, resource).outcome]) return true;
+  }
+  return false;
+}
+
+function holdsExplicitScope(x: Exchange, resourceType: string, kind: WriteKind): boolean {
+  const interaction = { create: 'c', update: 'u', patch: 'u', delete: 'd' }[kind];
+  return x.ctx.scopes.some((s) => s.resourceType === resourceType && s.interactions.has(interaction as 'c'));
+}
+
+function harmFlagAuthorship(x: Exchange, previous: Resource | undefined, next: Resource | undefined): void {
+  const writer = new Set([x.ctx.fhirUser, x.requester.fhirUser, ...(x.ctx.kinds.has('system') ? [x.ctx.organization] : [])].filter((r): r is string => !!r));
+  if (next && !refersToWriter(writer, (next as Flag).author?.reference)) throw forbidden();
+  // Only the author, or a system/ client, ends or removes a harm determination.
+  if (previous && !x.ctx.kinds.has('system') && !refersToWriter(writer, (previous as Flag).author?.reference)) throw forbidden();
+}
+
+/** Refuses a policy write the rules do not let this writer make (403, saying no more than forbidden()). */
+export async function guardPolicyWrite(x: Exchange, kind: WriteKind, resourceType: string, previous: Resource | undefined, next: Resource | undefined): Promise<void> {
+  const kinds = [policyKind(previous), policyKind(next)].filter((k): k is PolicyKind => !!k);
+  if (kinds.length === 0) return;
+  if (!holdsExplicitScope(x, resourceType, kind)) throw forbidden();
+  const patients = [...new Set([previous, next].flatMap((r) => (r ? patientsOf(r) : [])))];
+  if (confinedToLaunchPatient(x.ctx)) {
+    // The patient's own app: the patient's own Consents only, never restrictions, harm Flags or memberships.
+    if (kinds.some((k) => k !== 'consent') || patients.length === 0 || patients.some((p) => p !== x.ctx.patient)) throw forbidden();
+  }
+  if (kinds.includes('membership')) {
+    const writer = writerReferences(x);
+    const self = x.requester.fhirUser;
+    const before = writerStanding(previous, writer, self);
+    const after = kind === 'delete' ? undefined : writerStanding(next, writer, self);
+    if (before !== after) throw forbidden(); // the writer's own memberships are not theirs to change
+    return;
+  }
+  if (kinds.includes('harm-flag')) harmFlagAuthorship(x, previous, next);
+  if (patients.length === 0) throw forbidden(); // a policy resource about no patient cannot be shown not to widen
+  const ownConsent = kinds.every((k) => k === 'consent') && patients.every((p) => x.ctx.fhirUser === `Patient/${p}`);
+  if (ownConsent) return;
+  for (const p of patients) if (await widensWriter(x, p, previous, kind === 'delete' ? undefined : next)) throw forbidden();
+}
