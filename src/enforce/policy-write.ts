@@ -2,7 +2,7 @@
 // rest on (Group, CareTeam, PractitionerRole) are written only under scopes that name the type, by a
 // patient's app only for the patient's own Consents, never so that the writer widens their own access,
 // and a harm Flag only by its author (or a system/ client).
-import type { Consent, Flag, Observation, Resource } from '@medplum/fhirtypes';
+import type { Flag, Observation, Resource } from '@medplum/fhirtypes';
 import { compile, evaluate, isLegalRestriction, type Outcome, type PatientPolicyInputs, type Requester } from '../decide/index.ts';
 import { patientsOf } from '../fhir/compartment.ts';
 import { V3_CONFIDENTIALITY } from '../fhir/systems.ts';
