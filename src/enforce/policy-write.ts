@@ -62,11 +62,11 @@ function writerStanding(resource: Resource | undefined, writer: ReadonlySet<stri
   return undefined;
 }
 
-/** The patient's policy inputs with the write applied. */
+/** The patient's policy inputs with the write applied (a version moved to another patient leaves this one). */
 function afterWrite(inputs: PatientPolicyInputs, previous: Resource | undefined, next: Resource | undefined): PatientPolicyInputs {
   const replaced = new Set([previous, next].flatMap((r) => (r?.id ? [`${r.resourceType}/${r.id}`] : [])));
   const kept = <T extends Resource>(list: readonly T[]) => list.filter((r) => !replaced.has(`${r.resourceType}/${r.id}`));
-  const proposed = next ? { ...next, id: next.id ?? 'proposed-write' } : undefined;
+  const proposed = next && patientsOf(next).includes(inputs.patientId) ? { ...next, id: next.id ?? 'proposed-write' } : undefined;
   const consents = kept(inputs.consents);
   const flags = kept(inputs.flags);
   if (proposed?.resourceType === 'Consent') consents.push(proposed);
