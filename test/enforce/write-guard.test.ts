@@ -19,6 +19,9 @@ const cardio: Group = { resourceType: 'Group', id: 'cardio', type: 'practitioner
 // P2 permits only the cardiology group (root deny, nested permit for the Group).
 const permitsCardio = consent('c-p2-cardio', { type: 'deny', provision: [{ type: 'permit', actor: [actor('Group/cardio')], purpose: TPO }] }, { patient: { reference: `Patient/${OTHER}` } });
 const denyAll = consent('c-p9-deny', { type: 'deny' }, { patient: { reference: `Patient/${DENY_ALL}` } });
+// P4 refuses Bob only Observations: he may read the Consent itself, so only the decision comparison stops him.
+const P4 = 'p4';
+const refusesBobObservations = consent('c-p4', { type: 'permit', purpose: TPO, provision: [{ type: 'deny', actor: [actor('Practitioner/bob')], class: [{ system: 'http://hl7.org/fhir/resource-types', code: 'Observation' }] }] }, { patient: { reference: `Patient/${P4}` } });
 
 const resources: Resource[] = [
   ...cast(P),
@@ -39,6 +42,9 @@ const resources: Resource[] = [
   obs('o-p3-r', PLAIN, [{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }]),
   obs('o-p2', OTHER),
   obs('o-p9', DENY_ALL),
+  patient(P4),
+  refusesBobObservations,
+  obs('o-p4', P4),
 ];
 
 let h: Harness;
@@ -80,6 +86,22 @@ describe('issue 17 write findings: attack refused, legitimate write works', () =
     const { id: _x, ...narrow } = narrowing;
     const written = await h.request('Consent', { token: await drA('user/Consent.c'), ...json('POST', narrow) });
     assert.equal(written.status, 201, written.text);
+  });
+
+  test('8: a consent he may read but that refuses him data is not his to lift (after vs now, by decide/)', async () => {
+    const t = await bob('user/Consent.cud');
+    assert.equal((await h.request(`Consent/${refusesBobObservations.id}`, { token: t })).status, 200, 'he sees the consent');
+    assert.deepEqual(await searchIds(t, `patient=${P4}`), []);
+    const lifted = await h.request(`Consent/${refusesBobObservations.id}`, { token: t, ...json('PUT', { ...refusesBobObservations, status: 'inactive' }) });
+    assert.equal(lifted.status, 403, lifted.text);
+    assert.equal((await h.request(`Consent/${refusesBobObservations.id}`, { token: t, method: 'DELETE' })).status, 403);
+    const reworded = { ...refusesBobObservations, provision: { ...refusesBobObservations.provision, provision: [] } };
+    assert.equal((await h.request(`Consent/${refusesBobObservations.id}`, { token: t, ...json('PUT', reworded) })).status, 403, 'dropping the nested deny');
+    assert.deepEqual(await searchIds(t, `patient=${P4}`), [], 'still refused');
+    // Control: a change that does not widen his access (a further deny for someone else) is his to make.
+    const narrower = { ...refusesBobObservations, provision: { ...refusesBobObservations.provision, provision: [...(refusesBobObservations.provision?.provision ?? []), { type: 'deny' as const, actor: [actor('Practitioner/dr-c')] }] } };
+    const ok = await h.request(`Consent/${refusesBobObservations.id}`, { token: t, ...json('PUT', narrower) });
+    assert.equal(ok.status, 200, ok.text);
   });
 
   test('8: adding himself to a Group a consent permits is refused; a member adding a colleague is not', async () => {
