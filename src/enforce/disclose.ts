@@ -1,11 +1,13 @@
 // One request's decisions: finds each resource's patients, decides it under every one of their policies
 // (deny wins, SPEC §5), applies the obligations, and keeps the per-patient account that audit records.
+import { isResourceType } from '@medplum/core';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import type { PatientDisclosure, RedactedResource, ReleasedResource, WithheldResource } from '../audit/record.ts';
 import type { DecisionPolicy } from '../config/policy.ts';
 import { compile, evaluate, type CompiledPatientPolicy } from '../decide/index.ts';
 import type { Decision, Obligation, PatientPolicyInputs, Requester, TraceEntry } from '../decide/types.ts';
 import { patientsOf } from '../fhir/compartment.ts';
+import { loadFhirDefinitions } from '../fhir/definitions.ts';
 import type { RequestContext, ScopeInteraction } from '../provenance/context.ts';
 import { confinedToLaunchPatient, grantedQueries, holdsAuditEventScope, resourceMatchesScopes } from '../provenance/scopes.ts';
 import type { CompiledPolicyCache } from '../policy/compiled-cache.ts';
@@ -21,6 +23,11 @@ export type Verdict =
   | { readonly released: false; readonly decision: Decision; readonly patients: readonly string[] };
 
 const noPatientInputs: PatientPolicyInputs = { patientId: '', consents: [], flags: [], memberships: {}, identifiers: {}, careRelationships: [] };
+
+function isFhirResource(value: Resource): boolean {
+  loadFhirDefinitions();
+  return typeof value === 'object' && value !== null && typeof value.resourceType === 'string' && isResourceType(value.resourceType);
+}
 
 function reference(resource: Resource): string {
   return `${resource.resourceType}/${resource.id ?? ''}`;
@@ -174,6 +181,8 @@ export class DisclosureSession {
 
   private decideRaw(resource: Resource, access: ScopeInteraction, patients: readonly string[], contextChecked = false): Decision {
     const ctx = this.ctx;
+    // Only a FHIR resource can be decided; anything else the upstream answered (GraphQL JSON) is not data about no one.
+    if (!isFhirResource(resource)) return refusal('not-a-resource', 'not a FHIR resource the gateway can decide');
     if (!this.withinScopes(resource, access)) return refusal('scope', 'outside the granted SMART scopes');
     if (resource.resourceType === 'Binary' && !contextChecked && resource.securityContext?.reference && patientsOf(resource).length === 0) {
       // Its security context decides a Binary; only a read resolves that context (interactions.read).

@@ -135,7 +135,8 @@ async function allowedOperation(x: Exchange, method: string, name: string, resou
   });
   if (response.status >= 400) throw new GatewayError(response.status === 404 ? 404 : 400, 'processing', 'the upstream server refused the operation');
   const answer = response.json as Resource | undefined;
-  if (!answer || typeof answer !== 'object') throw new GatewayError(502, 'exception', 'the upstream answered the operation with no resource');
+  // GraphQL and other non-FHIR answers cannot be decided per resource: never released (SPEC §5).
+  if (!answer || typeof answer !== 'object' || typeof answer.resourceType !== 'string') throw new GatewayError(502, 'exception', 'the upstream answered the operation with something other than a FHIR resource');
   if (answer.resourceType === 'Bundle') {
     const bundle = answer as Bundle;
     const resources = (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));

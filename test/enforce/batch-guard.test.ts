@@ -167,3 +167,24 @@ describe('issue 17 by construction: every interaction, alone and in batch and tr
     assert.ok(all.text.includes(content('bn1')));
   });
 });
+
+describe('issue 17 family: an operation the policy lets through answers something the gateway cannot decide', () => {
+  let g: Harness;
+  before(async () => {
+    g = await startHarness({ resources, policy: { allowOperations: ['$graphql'] } });
+  });
+  after(async () => g?.close());
+
+  test('$graphql JSON (not a FHIR resource) is never released, alone or as an entry', async () => {
+    const drA = await g.token({ sub: 'dr-a', client_id: 'ehr', fhirUser: 'Practitioner/dr-a', scope: 'user/*.rs', extensions: pou('TREAT') });
+    const query = { query: '{ ObservationList { id valueString } PatientList { telecom { value } } }' };
+    const upstream = await fetch(`${g.upstream.url}/$graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(query) });
+    assert.ok((await upstream.text()).includes(content('br1')), 'the upstream answers it (the check below can fail)');
+    const alone = await g.request('$graphql', { token: drA, method: 'POST', body: query });
+    assert.equal(alone.status, 502);
+    assertClean('$graphql alone', alone, '');
+    const entry = await g.request('', { token: drA, method: 'POST', body: bundleOf('batch', [{ request: { method: 'POST', url: '$graphql' }, resource: query as unknown as Resource }]) });
+    assert.equal(entry.body.entry[0].response.status, '502');
+    assertClean('$graphql entry', entry, '');
+  });
+});
