@@ -11,7 +11,7 @@ import { isHarmDetermination } from '../policy/index.ts';
 import { relativeReference } from '../provenance/build-context.ts';
 import { confinedToLaunchPatient } from '../provenance/scopes.ts';
 import type { Exchange } from './exchange.ts';
-import type { WriteKind } from './write.ts';
+import { scopeFor, type WriteKind } from './write.ts';
 
 const membershipTypes = new Set(['Group', 'CareTeam', 'PractitionerRole']);
 /** Types whose writes change some patient's cached policy inputs (care relationships included). */
@@ -117,8 +117,7 @@ async function widensWriter(x: Exchange, patientId: string, previous: Resource |
 }
 
 function holdsExplicitScope(x: Exchange, resourceType: string, kind: WriteKind): boolean {
-  const interaction = { create: 'c', update: 'u', patch: 'u', delete: 'd' }[kind];
-  return x.ctx.scopes.some((s) => s.resourceType === resourceType && s.interactions.has(interaction as 'c'));
+  return x.ctx.scopes.some((s) => s.resourceType === resourceType && s.interactions.has(scopeFor[kind]));
 }
 
 function harmFlagAuthorship(x: Exchange, previous: Resource | undefined, next: Resource | undefined): void {
