@@ -2,7 +2,8 @@
 // rest on (Group, CareTeam, PractitionerRole) are written only under scopes that name the type, by a
 // patient's app only for the patient's own Consents, never so that the writer widens their own access,
 // and a harm Flag only by its author (or a system/ client).
-import type { Flag, Observation, Resource } from '@medplum/fhirtypes';
+import { isResourceType } from '@medplum/core';
+import type { CodeableConcept, Coding, Flag, Observation, Period, Resource } from '@medplum/fhirtypes';
 import { compile, evaluate, isLegalRestriction, type Outcome, type PatientPolicyInputs, type Requester } from '../decide/index.ts';
 import { patientsOf } from '../fhir/compartment.ts';
 import { V3_CONFIDENTIALITY } from '../fhir/systems.ts';
@@ -74,29 +75,49 @@ function afterWrite(inputs: PatientPolicyInputs, previous: Resource | undefined,
   return { ...inputs, consents, flags };
 }
 
-function securityLabelsIn(value: unknown, into: Map<string, { system?: string; code?: string }>): void {
-  if (Array.isArray(value)) return value.forEach((v) => securityLabelsIn(v, into));
-  if (!value || typeof value !== 'object') return;
-  for (const [key, inner] of Object.entries(value)) {
-    if (key === 'securityLabel' && Array.isArray(inner)) for (const c of inner as { system?: string; code?: string }[]) into.set(`${c.system}|${c.code}`, c);
-    else securityLabelsIn(inner, into);
-  }
+interface ProvisionFacts {
+  readonly labels: Map<string, Coding>;
+  readonly codes: Map<string, Coding>;
+  readonly types: Set<string>;
+  readonly dates: Set<string>;
+  readonly data: Set<string>;
 }
 
-/** What the writer's access is compared on: the patient's own records and labelled stand-ins for the rest. */
+/** What the policies' provisions test (labels, codes, classes, data periods, named data): the probes must vary on it. */
+function provisionFacts(value: unknown, into: ProvisionFacts): ProvisionFacts {
+  if (Array.isArray(value)) value.forEach((v) => provisionFacts(v, into));
+  if (!value || typeof value !== 'object' || Array.isArray(value)) return into;
+  for (const [key, inner] of Object.entries(value)) {
+    const codings = (Array.isArray(inner) ? inner : []) as (Coding & CodeableConcept)[];
+    if (key === 'securityLabel') codings.forEach((c) => into.labels.set(`${c.system}|${c.code}`, c));
+    if (key === 'class') codings.forEach((c) => into.types.add(c.code ?? ''));
+    if (key === 'code') codings.flatMap((cc) => cc.coding ?? []).forEach((c) => into.codes.set(`${c.system}|${c.code}`, c));
+    if (key === 'dataPeriod') [(inner as Period).start, (inner as Period).end].forEach((d) => d && into.dates.add(d));
+    if (key === 'data' && Array.isArray(inner)) (inner as { reference?: { reference?: string } }[]).forEach((d) => d.reference?.reference && into.data.add(d.reference.reference));
+    provisionFacts(inner, into);
+  }
+  return into;
+}
+
+/** What the writer's access is compared on: the patient's own records, what the provisions name, and stand-ins varying on what they test. */
 async function probes(x: Exchange, patientId: string, policies: readonly Resource[]): Promise<Resource[]> {
   const found: Resource[] = [];
-  const { status, resource } = await x.deps.upstream.readJson<{ resourceType: string; entry?: { resource?: Resource }[] }>(`Patient/${patientId}/$everything?_count=100`, { requestId: x.ctx.requestId });
-  if (status === 200 && resource.resourceType === 'Bundle') for (const e of resource.entry ?? []) if (e.resource) found.push(e.resource);
-  const labels = new Map<string, { system?: string; code?: string }>([['r', { system: V3_CONFIDENTIALITY, code: 'R' }], ['v', { system: V3_CONFIDENTIALITY, code: 'V' }]]);
-  securityLabelsIn(policies, labels);
-  const subject = { reference: `Patient/${patientId}` };
-  for (const type of probeTypes) {
-    for (const label of [undefined, ...labels.values()]) {
-      const probe = { resourceType: type, id: `probe-${found.length}`, status: 'final', subject, patient: subject, effectiveDateTime: x.deps.now().toISOString(), ...(label ? { meta: { security: [label] } } : {}) };
-      found.push(probe as unknown as Observation);
-    }
+  const read = (path: string) => x.deps.upstream.readJson<Resource & { entry?: { resource?: Resource }[] }>(path, { requestId: x.ctx.requestId });
+  const everything = await read(`Patient/${patientId}/$everything?_count=100`);
+  if (everything.status === 200 && everything.resource.resourceType === 'Bundle') for (const e of everything.resource.entry ?? []) if (e.resource) found.push(e.resource);
+  const facts = provisionFacts(policies, { labels: new Map(), codes: new Map(), types: new Set(), dates: new Set(), data: new Set() });
+  for (const ref of [...facts.data].slice(0, 20)) {
+    const relative = relativeReference(ref);
+    const named = relative ? await read(relative) : undefined;
+    if (named?.status === 200) found.push(named.resource);
   }
+  const labels = [undefined, { system: V3_CONFIDENTIALITY, code: 'R' }, { system: V3_CONFIDENTIALITY, code: 'V' }, ...facts.labels.values()];
+  const dates = [x.deps.now().toISOString(), ...facts.dates];
+  const types = [...new Set([...probeTypes, ...facts.types])].filter((t) => t && isResourceType(t));
+  const subject = { reference: `Patient/${patientId}` };
+  const probe = (resourceType: string, extra: Record<string, unknown>) => ({ resourceType, id: `probe-${found.length}`, status: 'final', subject, patient: subject, ...extra }) as unknown as Observation;
+  for (const type of types) for (const label of labels) for (const date of dates) found.push(probe(type, { effectiveDateTime: date, ...(label ? { meta: { security: [label] } } : {}) }));
+  for (const coding of facts.codes.values()) for (const label of labels) found.push(probe('Observation', { code: { coding: [coding] }, effectiveDateTime: dates[0], ...(label ? { meta: { security: [label] } } : {}) }));
   return found;
 }
 

@@ -23,7 +23,14 @@ const denyAll = consent('c-p9-deny', { type: 'deny' }, { patient: { reference: `
 const P4 = 'p4';
 const refusesBobObservations = consent('c-p4', { type: 'permit', purpose: TPO, provision: [{ type: 'deny', actor: [actor('Practitioner/bob')], class: [{ system: 'http://hl7.org/fhir/resource-types', code: 'Observation' }] }] }, { patient: { reference: `Patient/${P4}` } });
 
+// P5 refuses Bob only one code; the coded record sits past the first page of the patient's record.
+const P5 = 'p5';
+const HIV = { system: 'http://loinc.org', code: '75622-1' };
+const refusesBobHiv = consent('c-p5', { type: 'permit', purpose: TPO, provision: [{ type: 'deny', actor: [actor('Practitioner/bob')], code: [{ coding: [HIV] }] }] }, { patient: { reference: `Patient/${P5}` } });
+const p5Record: Resource[] = [patient(P5), refusesBobHiv, ...Array.from({ length: 120 }, (_, i) => obs(`o-p5-${i}`, P5)), obs('o-p5-hiv', P5, [], { code: { coding: [HIV] } })];
+
 const resources: Resource[] = [
+  ...p5Record,
   ...cast(P),
   { resourceType: 'Practitioner', id: 'dr-c' },
   cardio,
@@ -102,6 +109,15 @@ describe('issue 17 write findings: attack refused, legitimate write works', () =
     const narrower = { ...refusesBobObservations, provision: { ...refusesBobObservations.provision, provision: [...(refusesBobObservations.provision?.provision ?? []), { type: 'deny' as const, actor: [actor('Practitioner/dr-c')] }] } };
     const ok = await h.request(`Consent/${refusesBobObservations.id}`, { token: t, ...json('PUT', narrower) });
     assert.equal(ok.status, 200, ok.text);
+  });
+
+  test('8: lifting a deny on one code is caught though the coded record is not among the probed records', async () => {
+    const t = await bob('user/Consent.u');
+    const ids = async () => ((await h.request(`Observation?patient=${P5}&code=${HIV.system}|${HIV.code}`, { token: t })).body as Bundle).entry?.length ?? 0;
+    assert.equal(await ids(), 0);
+    const lifted = await h.request(`Consent/${refusesBobHiv.id}`, { token: t, ...json('PUT', { ...refusesBobHiv, provision: { ...refusesBobHiv.provision, provision: [] } }) });
+    assert.equal(lifted.status, 403, lifted.text);
+    assert.equal(await ids(), 0);
   });
 
   test('8: adding himself to a Group a consent permits is refused; a member adding a colleague is not', async () => {
