@@ -9,6 +9,7 @@ import { patientsOf } from '../fhir/compartment.ts';
 import { V3_CONFIDENTIALITY } from '../fhir/systems.ts';
 import { forbidden } from '../fhir/outcome.ts';
 import { isHarmDetermination } from '../policy/index.ts';
+import { normaliseReference } from '../policy/references.ts';
 import { relativeReference } from '../provenance/build-context.ts';
 import { confinedToLaunchPatient } from '../provenance/scopes.ts';
 import type { Exchange } from './exchange.ts';
@@ -40,6 +41,7 @@ function writerReferences(x: Exchange): Set<string> {
   return new Set([x.requester.fhirUser, x.ctx.fhirUser, ...x.requester.references].filter((r): r is string => !!r));
 }
 
+/** Memberships compare by `Type/id` wherever the reference points: the cautious direction (more is the writer's). */
 function refersToWriter(writer: ReadonlySet<string>, reference: string | undefined): boolean {
   const relative = reference ? relativeReference(reference) : undefined;
   return relative !== undefined && writer.has(relative);
@@ -141,11 +143,18 @@ function holdsExplicitScope(x: Exchange, resourceType: string, kind: WriteKind):
   return x.ctx.scopes.some((s) => s.resourceType === resourceType && s.interactions.has(scopeFor[kind]));
 }
 
-function harmFlagAuthorship(x: Exchange, previous: Resource | undefined, next: Resource | undefined): void {
+/** The author is the writer only as a reference on this server: a namesake elsewhere is someone else (SPEC §3). */
+function authoredByWriter(x: Exchange, flag: Resource): boolean {
   const writer = new Set([x.ctx.fhirUser, x.requester.fhirUser, ...(x.ctx.kinds.has('system') ? [x.ctx.organization] : [])].filter((r): r is string => !!r));
-  if (next && !refersToWriter(writer, (next as Flag).author?.reference)) throw forbidden();
+  const onThisServer = (url: string) => x.deps.upstream.rewriteUpstreamUrl(url) ?? (url.startsWith(`${x.deps.fhirBase}/`) ? url.slice(x.deps.fhirBase.length + 1) : null);
+  const author = normaliseReference((flag as Flag).author?.reference, onThisServer);
+  return author !== undefined && writer.has(author);
+}
+
+function harmFlagAuthorship(x: Exchange, previous: Resource | undefined, next: Resource | undefined): void {
+  if (next && !authoredByWriter(x, next)) throw forbidden();
   // Only the author, or a system/ client, ends or removes a harm determination.
-  if (previous && !x.ctx.kinds.has('system') && !refersToWriter(writer, (previous as Flag).author?.reference)) throw forbidden();
+  if (previous && !x.ctx.kinds.has('system') && !authoredByWriter(x, previous)) throw forbidden();
 }
 
 /** Refuses a policy write the rules do not let this writer make (403, saying no more than forbidden()). */

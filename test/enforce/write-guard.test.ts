@@ -150,6 +150,8 @@ describe('issue 17 write findings: attack refused, legitimate write works', () =
   test('10: a harm Flag is authored by its writer and ended only by its author', async () => {
     const { id: _id, ...forged } = harmFlag('x', { author: { reference: 'Practitioner/dr-a' } });
     assert.equal((await h.request('Flag', { token: await bob('user/Flag.c'), ...json('POST', forged) })).status, 403, 'Dr Bob writes a Flag "by Dr A"');
+    const namesake = { ...forged, author: { reference: 'https://other.example/fhir/Practitioner/dr-a' } };
+    assert.equal((await h.request('Flag', { token: await drA('user/Flag.c'), ...json('POST', namesake) })).status, 403, 'a namesake on another server is not the writer');
     const del = await h.request(`Flag/${harmByA.id}`, { token: await token('bob', 'Practitioner/bob', 'user/*.rs user/Flag.d'), method: 'DELETE' });
     assert.ok(del.status === 403 || del.status === 404, `Dr Bob deletes Dr A's flag: ${del.status}`);
     assert.equal((await stored<Flag>(`Flag/${harmByA.id}`))?.status, 'active');
