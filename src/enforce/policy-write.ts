@@ -163,9 +163,11 @@ export async function guardPolicyWrite(x: Exchange, kind: WriteKind, resourceTyp
   if (kinds.length === 0) return;
   if (!holdsExplicitScope(x, resourceType, kind)) throw forbidden();
   const patients = [...new Set([previous, next].flatMap((r) => (r ? patientsOf(r) : [])))];
-  if (confinedToLaunchPatient(x.ctx)) {
-    // The patient's own app: the patient's own Consents only, never restrictions, harm Flags or memberships.
-    if (kinds.some((k) => k !== 'consent') || patients.length === 0 || patients.some((p) => p !== x.ctx.patient)) throw forbidden();
+  // The patient (a patient/ app, or any token whose fhirUser is a Patient): the patient's own Consents
+  // only, never restrictions, harm Flags or memberships.
+  const patientWriter = confinedToLaunchPatient(x.ctx) ? x.ctx.patient : x.ctx.fhirUser?.startsWith('Patient/') ? x.ctx.fhirUser.slice('Patient/'.length) : undefined;
+  if (patientWriter !== undefined || confinedToLaunchPatient(x.ctx)) {
+    if (kinds.some((k) => k !== 'consent') || patients.length === 0 || patients.some((p) => p !== patientWriter)) throw forbidden();
   }
   if (kinds.includes('membership')) {
     const writer = writerReferences(x);

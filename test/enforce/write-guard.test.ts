@@ -139,6 +139,11 @@ describe('issue 17 write findings: attack refused, legitimate write works', () =
     assert.ok(del.status === 403 || del.status === 404, `delete harm flag: ${del.status}`);
     const lift = await h.request(`Consent/${courtOrder.id}`, { token: await ptApp(P, 'patient/*.cruds patient/Consent.u'), ...json('PUT', { ...courtOrder, status: 'inactive' }) });
     assert.ok(lift.status === 403 || lift.status === 404, `lift court order: ${lift.status}`);
+    const asUser = await h.token({ sub: `pt-${P}`, client_id: 'portal', fhirUser: `Patient/${P}`, scope: 'user/*.cruds user/Consent.cu', extensions: pou('PATRQT') });
+    const liftAsUser = await h.request(`Consent/${courtOrder.id}`, { token: asUser, ...json('PUT', { ...courtOrder, status: 'inactive' }) });
+    assert.ok(liftAsUser.status === 403 || liftAsUser.status === 404, `lift court order with a user/ token: ${liftAsUser.status}`);
+    const { id: _lr, ...ownOrder } = courtOrder;
+    assert.equal((await h.request('Consent', { token: asUser, ...json('POST', ownOrder) })).status, 403, 'nor write a legal restriction, whatever the token kind');
     assert.equal((await stored<Flag>(`Flag/${harmByA.id}`))?.status, 'active');
     assert.equal((await stored<Consent>(`Consent/${courtOrder.id}`))?.status, 'active');
     const { id: _id, ...own } = consent('x', { type: 'deny', actor: [actor('Organization/research')] });
