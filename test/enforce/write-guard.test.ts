@@ -120,7 +120,7 @@ describe('issue 17 write findings: attack refused, legitimate write works', () =
     assert.equal(await ids(), 0);
   });
 
-  test('8: adding himself to a Group a consent permits is refused; a member adding a colleague is not', async () => {
+  test('8: adding himself to a Group a consent permits, or to a CareTeam, is refused; a member adding a colleague is not', async () => {
     assert.deepEqual(await searchIds(await bob(), `patient=${OTHER}`), []);
     const withBob: Group = { ...cardio, member: [...(cardio.member ?? []), { entity: { reference: 'Practitioner/bob' } }] };
     assert.equal((await h.request('Group/cardio', { token: await bob('user/Group.u'), ...json('PUT', withBob) })).status, 403);
@@ -131,6 +131,9 @@ describe('issue 17 write findings: attack refused, legitimate write works', () =
     assert.equal(ok.status, 200, ok.text);
     const removeSelf: Group = { ...cardio, member: [{ entity: { reference: 'Practitioner/dr-c' } }] };
     assert.equal((await h.request('Group/cardio', { token: await drA('user/Group.u'), ...json('PUT', removeSelf) })).status, 403, 'her own membership is not hers to change');
+    const team = (member: string) => ({ resourceType: 'CareTeam', status: 'active', subject: { reference: `Patient/${OTHER}` }, participant: [{ member: { reference: member } }] });
+    assert.equal((await h.request('CareTeam', { token: await bob('user/CareTeam.c'), ...json('POST', team('Practitioner/bob')) })).status, 403, 'a care team naming himself');
+    assert.equal((await h.request('CareTeam', { token: await drA('user/CareTeam.c'), ...json('POST', team('Practitioner/dr-c')) })).status, 201, 'a care team naming a colleague');
   });
 
   test('9: the patient app cannot delete a harm Flag or lift a court restriction; it writes its own Consent', async () => {
