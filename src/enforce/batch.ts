@@ -6,6 +6,7 @@
 import type { Binary, Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
 import { badRequest, forbidden, GatewayError, operationOutcome, resourceBody } from '../fhir/outcome.ts';
 import { confinedToLaunchPatient } from '../provenance/scopes.ts';
+import { upstreamResource } from '../upstream/index.ts';
 import { dispatch } from './dispatch.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { assembledBundle, gatewayAuthored, type ReleasableEntry } from './reply.ts';
@@ -104,7 +105,7 @@ async function sendTransaction(x: Exchange, writes: readonly { entry: BundleEntr
     for (const { plan } of writes) for (const r of [plan.previous, plan.resource]) if (r?.id) x.deps.store.invalidateResource(r);
     throw new GatewayError(response.status === 409 || response.status === 412 ? response.status : 400, 'processing', 'the upstream server refused the transaction');
   }
-  const answered = (response.json as Bundle | undefined)?.entry ?? [];
+  const answered = upstreamResource<Bundle>(response)?.entry ?? [];
   const results: ReleasableEntry[] = [];
   for (const [i, { request, plan }] of writes.entries()) {
     const status = Number.parseInt(answered[i]?.response?.status ?? '200', 10) || 200;

@@ -9,6 +9,7 @@ import type { RequestContext } from '../provenance/context.ts';
 import { relativeReference } from '../provenance/build-context.ts';
 import { withinPatientContext } from '../provenance/confine.ts';
 import { holdsAuditEventScope, mayConcernPatient, parseScopes } from '../provenance/scopes.ts';
+import { upstreamResource } from '../upstream/index.ts';
 import { DisclosureSession } from './disclose.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { assembledBundle, gatewayAuthored } from './reply.ts';
@@ -134,9 +135,9 @@ async function allowedOperation(x: Exchange, method: string, name: string, resou
     expectJson: true,
   });
   if (response.status >= 400) throw new GatewayError(response.status === 404 ? 404 : 400, 'processing', 'the upstream server refused the operation');
-  const answer = response.json as Resource | undefined;
+  const answer = upstreamResource(response);
   // GraphQL and other non-FHIR answers cannot be decided per resource: never released (SPEC §5).
-  if (!answer || typeof answer !== 'object' || typeof answer.resourceType !== 'string') throw new GatewayError(502, 'exception', 'the upstream answered the operation with something other than a FHIR resource');
+  if (!answer) throw new GatewayError(502, 'exception', 'the upstream answered the operation with something other than a FHIR resource');
   if (answer.resourceType === 'Bundle') {
     const bundle = answer as Bundle;
     const resources = (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));

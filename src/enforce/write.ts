@@ -8,6 +8,7 @@ import { patientsOf } from '../fhir/compartment.ts';
 import { badRequest, forbidden, GatewayError, notFound, resourceBody } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
 import { confinedToLaunchPatient, mayConcernPatient, resourceMatchesScopes } from '../provenance/scopes.ts';
+import { upstreamResource } from '../upstream/index.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { concealed, requireScope } from './interactions.ts';
 import { guardPolicyWrite, invalidatesPolicy } from './policy-write.ts';
@@ -185,5 +186,5 @@ export async function write(x: Exchange, kind: WriteKind, resourceType: string, 
     requestId: x.ctx.requestId,
     strict: true,
   });
-  return writeReply(x, plan, response.status, response.json as Resource | undefined);
+  return writeReply(x, plan, response.status, upstreamResource(response));
 }

@@ -35,5 +35,7 @@ test('Releasable is minted only by the decision and by the gateway’s own autho
 test('a Reply body is typed Releasable and the upstream client never produces one', async () => {
   const exchange = await readFile(join('src', 'enforce', 'exchange.ts'), 'utf8');
   assert.match(exchange, /readonly body\?: Releasable;/);
-  for (const file of await sources(join('src', 'upstream'))) assert.ok(!/Releasable|reply\.ts/.test(await readFile(file, 'utf8')), file);
+  for (const file of await sources(join('src', 'upstream'))) assert.ok(!/\bReleasable\b|from '\.\.\/enforce\//.test(await readFile(file, 'utf8')), file);
+  // The upstream's parsed body is opaque until upstreamResource() reads it as a resource to decide.
+  assert.match(await readFile(join('src', 'upstream', 'client.ts'), 'utf8'), /json\?: UpstreamJson;/);
 });
