@@ -21,7 +21,7 @@ import { opsRouter } from './ops/routes.ts';
 import { PolicyStore } from './policy/index.ts';
 import { CompiledPolicyCache } from './policy/compiled-cache.ts';
 import { createTokenVerifier, type TokenVerifier } from './provenance/verify-token.ts';
-import { createUpstreamClient, type UpstreamClient } from './upstream/index.ts';
+import { createUpstreamClient, upstreamResource, type UpstreamClient } from './upstream/index.ts';
 
 export interface EmbeddedParts {
   /** FHIR base of the embedded upstream. */
@@ -112,7 +112,9 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       postBatch: async (batch: Buffer) => {
         const response = await upstream.request({ method: 'POST', path: '', headers: { 'content-type': 'application/fhir+json' }, body: batch, strict: true, expectJson: true });
         if (response.status >= 400) throw new Error(`upstream refused the audit batch (${response.status})`);
-        return response.json as Bundle;
+        const answer = upstreamResource<Bundle>(response);
+        if (answer?.resourceType !== 'Bundle') throw new Error('upstream answered the audit batch with no Bundle');
+        return answer;
       },
     });
     forwarder.start();

@@ -1,16 +1,28 @@
-// Batch and transaction (SPEC §5): each GET entry goes through the same read/search path as a request of
-// its own (same provenance, same session), write entries are checked against the scopes. A transaction's
-// writes reach the upstream as one transaction; its reads are answered after them.
-import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
-import { patientsOf } from '../fhir/compartment.ts';
-import { confinedToLaunchPatient, resourceMatchesScopes } from '../provenance/scopes.ts';
+// Batch and transaction (SPEC §5): every entry is parsed by the same router and handled by the same
+// interaction handlers as a request of its own (same provenance, same session, same refusals) — an entry
+// that reads in a write's clothing (`POST Type/_search`, `$graphql`, any operation) is a read or an
+// operation there too. A transaction's writes are each planned (every check) before any is sent, then
+// reach the upstream as one transaction; what it answers is decided before the client sees it.
+import type { Binary, Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
 import { badRequest, forbidden, GatewayError, operationOutcome, resourceBody } from '../fhir/outcome.ts';
+import { confinedToLaunchPatient } from '../provenance/scopes.ts';
+import { upstreamResource } from '../upstream/index.ts';
+import { dispatch } from './dispatch.ts';
 import type { Exchange, Reply } from './exchange.ts';
-import { everything, history, page, read, requireScope, search } from './interactions.ts';
-import { parseFhirRoute } from './route.ts';
-import { write, type WriteKind } from './write.ts';
+import { assembledBundle, gatewayAuthored, type ReleasableEntry } from './reply.ts';
+import { parseFhirRoute, type FhirRoute } from './route.ts';
+import { planWrite, writeReply, type PlannedWrite, type WriteKind } from './write.ts';
 
 const maxEntries = 1000;
+type WriteRoute = Extract<FhirRoute, { interaction: WriteKind }>;
+const isWriteRoute = (route: FhirRoute): route is WriteRoute => ['create', 'update', 'patch', 'delete'].includes(route.interaction);
+
+interface EntryRequest {
+  readonly method: string;
+  readonly route: FhirRoute;
+  /** The entry as an exchange of its own: its query, its body, only its own conditional headers. */
+  readonly exchange: Exchange;
+}
 
 function parseBundle(body: Buffer | undefined): Bundle {
   const bundle = resourceBody<Bundle>(body, 'Bundle', 'a batch or transaction Bundle');
@@ -19,142 +31,117 @@ function parseBundle(body: Buffer | undefined): Bundle {
   return bundle;
 }
 
-function splitUrl(url: string | undefined): { path: string; query: string } {
-  if (!url || /^[a-z]+:/i.test(url)) throw badRequest('batch entry urls must be relative');
-  const [path, query = ''] = url.replace(/^\/+/, '').split('?', 2);
-  return { path, query };
+/** A PATCH entry carries its JSON Patch as a Binary (FHIR R4 batch); anything else is sent as a resource. */
+function entryBody(route: FhirRoute, resource: Resource | undefined): { body?: Buffer; contentType?: string } {
+  if (!resource) return {};
+  if (route.interaction === 'patch' && resource.resourceType === 'Binary') {
+    const binary = resource as Binary;
+    return { body: Buffer.from(binary.data ?? '', 'base64'), contentType: binary.contentType };
+  }
+  if ('viaPost' in route && route.viaPost) throw badRequest('a _search entry carries its parameters in its url');
+  return { body: Buffer.from(JSON.stringify(resource)), contentType: 'application/fhir+json' };
 }
 
-function failureEntry(err: unknown): BundleEntry {
-  if (err instanceof GatewayError) return { response: { status: String(err.status), outcome: err.outcome } };
+function entryRequest(x: Exchange, entry: BundleEntry): EntryRequest {
+  const method = entry.request?.method;
+  const url = entry.request?.url;
+  if (!method || !url) throw badRequest('every entry needs request.method and request.url');
+  if (/^[a-z][a-z0-9+.-]*:/i.test(url)) throw badRequest('batch entry urls must be relative');
+  const at = url.indexOf('?');
+  const path = at === -1 ? url : url.slice(0, at);
+  const rawQuery = at === -1 ? '' : url.slice(at + 1);
+  const route = parseFhirRoute(method, path.startsWith('/') ? path : `/${path}`);
+  if (route.interaction === 'batch') throw badRequest('a batch entry cannot itself be a batch');
+  if (route.interaction === 'capabilities' || route.interaction === 'smart-configuration') throw forbidden();
+  const { body, contentType } = entryBody(route, entry.resource);
+  const viaPost = 'viaPost' in route && route.viaPost;
+  const headers: Record<string, string | undefined> = {
+    'content-type': viaPost ? 'application/x-www-form-urlencoded' : contentType,
+    'if-match': entry.request?.ifMatch,
+    'if-none-exist': entry.request?.ifNoneExist,
+    'if-none-match': entry.request?.ifNoneMatch,
+    'if-modified-since': entry.request?.ifModifiedSince,
+  };
+  for (const name of Object.keys(headers)) if (headers[name] === undefined) delete headers[name];
+  return { method, route, exchange: { ...x, query: new URLSearchParams(rawQuery), rawQuery, headers, body } };
+}
+
+function replyEntry(reply: Reply): ReleasableEntry {
+  const headers = reply.headers ?? {};
+  return { resource: reply.body, response: { status: String(reply.status), etag: headers.ETag, location: headers.Location, lastModified: headers['Last-Modified'] } };
+}
+
+function failureEntry(err: unknown): ReleasableEntry {
+  if (err instanceof GatewayError) return { response: { status: String(err.status), outcome: gatewayAuthored(err.outcome) } };
   const status = (err as { status?: number }).status;
-  if (typeof status === 'number' && status >= 400) return { response: { status: String(status), outcome: operationOutcome('exception', 'the entry failed') } };
+  if (typeof status === 'number' && status >= 400) return { response: { status: String(status), outcome: gatewayAuthored(operationOutcome('exception', 'the entry failed')) } };
   throw err; // an unexpected failure fails the whole request closed
 }
 
-async function readEntry(x: Exchange, entry: BundleEntry): Promise<BundleEntry> {
+/** One entry, exactly as the same request on its own; a refusal becomes that entry's response. */
+async function answerEntry(x: Exchange, entry: BundleEntry): Promise<ReleasableEntry> {
   try {
-    const { path, query } = splitUrl(entry.request?.url);
-    const params = new URLSearchParams(query);
-    const sub: Exchange = { ...x, query: params, rawQuery: query };
-    const route = parseFhirRoute('GET', `/${path}`);
-    let reply: Reply;
-    switch (route.interaction) {
-      case 'read':
-        reply = await read(sub, route.resourceType, route.id);
-        break;
-      case 'vread':
-        reply = await read(sub, route.resourceType, route.id, route.versionId);
-        break;
-      case 'search-type':
-      case 'search-system':
-        reply = await search(sub, { resourceType: route.interaction === 'search-type' ? route.resourceType : undefined, interaction: route.interaction }, params);
-        break;
-      case 'search-compartment':
-        reply = await search(sub, { resourceType: route.resourceType, compartmentId: route.compartmentId, interaction: route.interaction }, params);
-        break;
-      case 'history-instance':
-      case 'history-type':
-      case 'history-system':
-        reply = await history(sub, { resourceType: 'resourceType' in route ? route.resourceType : undefined, id: 'id' in route ? route.id : undefined }, params);
-        break;
-      case 'page':
-        reply = await page(sub, params.get('cursor') ?? '');
-        break;
-      case 'operation':
-        if (route.name === '$everything' && route.resourceType === 'Patient' && route.id) {
-          reply = await everything(sub, route.id, params);
-          break;
-        }
-        throw forbidden();
-      default:
-        throw forbidden();
-    }
-    return { resource: reply.body, response: { status: String(reply.status), etag: reply.headers?.ETag } };
+    const { method, route, exchange } = entryRequest(x, entry);
+    return replyEntry(await dispatch(exchange, route, method));
   } catch (err) {
     return failureEntry(err);
   }
 }
 
-function writeKind(method: string | undefined): WriteKind {
-  switch (method) {
-    case 'POST':
-      return 'create';
-    case 'PUT':
-      return 'update';
-    case 'PATCH':
-      return 'patch';
-    case 'DELETE':
-      return 'delete';
-    default:
-      throw badRequest('unsupported batch entry method');
+/** Sends planned writes upstream as one transaction and decides what it stored. */
+async function sendTransaction(x: Exchange, writes: readonly { entry: BundleEntry; request: EntryRequest; plan: PlannedWrite }[]): Promise<ReleasableEntry[]> {
+  if (writes.length === 0) return [];
+  const upstreamBundle: Bundle = {
+    resourceType: 'Bundle',
+    type: 'transaction',
+    entry: writes.map(({ entry, plan }) => ({
+      fullUrl: entry.fullUrl,
+      resource: plan.resource,
+      request: { method: plan.method as 'POST', url: plan.url, ifMatch: plan.ifMatch, ifNoneExist: plan.ifNoneExist },
+    })),
+  };
+  const response = await x.deps.upstream.request({ method: 'POST', path: '', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(upstreamBundle), requestId: x.ctx.requestId, strict: true, expectJson: true });
+  if (response.status >= 400) {
+    for (const { plan } of writes) for (const r of [plan.previous, plan.resource]) if (r?.id) x.deps.store.invalidateResource(r);
+    throw new GatewayError(response.status === 409 || response.status === 412 ? response.status : 400, 'processing', 'the upstream server refused the transaction');
   }
+  const answered = upstreamResource<Bundle>(response)?.entry ?? [];
+  const results: ReleasableEntry[] = [];
+  for (const [i, { request, plan }] of writes.entries()) {
+    const status = Number.parseInt(answered[i]?.response?.status ?? '200', 10) || 200;
+    results.push(replyEntry(await writeReply(request.exchange, plan, status, answered[i]?.resource)));
+  }
+  return results;
 }
 
-async function writeEntry(x: Exchange, entry: BundleEntry): Promise<BundleEntry> {
-  try {
-    const kind = writeKind(entry.request?.method);
-    const { path, query } = splitUrl(entry.request?.url);
-    const [resourceType, id, ...rest] = path.split('/');
-    if (rest.length > 0) throw badRequest('invalid batch entry url');
-    const headers = { ...x.headers, 'if-none-exist': entry.request?.ifNoneExist, 'if-match': entry.request?.ifMatch };
-    const sub: Exchange = { ...x, rawQuery: query, query: new URLSearchParams(query), headers };
-    const body = entry.resource ? Buffer.from(JSON.stringify(entry.resource)) : undefined;
-    const reply = await write(sub, kind, resourceType, id, body);
-    return { resource: reply.body, response: { status: String(reply.status), location: reply.headers?.Location, etag: reply.headers?.ETag } };
-  } catch (err) {
-    return failureEntry(err);
+/** All of a transaction's writes pass every check or none is sent; its reads are answered after them. */
+async function transaction(x: Exchange, entries: readonly BundleEntry[]): Promise<ReleasableEntry[]> {
+  // A patient-confined token cannot hold a transaction to its compartment entry by entry: refused whole.
+  if (confinedToLaunchPatient(x.ctx)) throw forbidden();
+  const requests = entries.map((entry) => ({ entry, request: entryRequest(x, entry) }));
+  const writes: { entry: BundleEntry; request: EntryRequest; plan: PlannedWrite; index: number }[] = [];
+  for (const [index, { entry, request }] of requests.entries()) {
+    const { route, exchange } = request;
+    if (!isWriteRoute(route)) continue;
+    const plan = await planWrite(exchange, route.interaction, route.resourceType, 'id' in route ? route.id : undefined, exchange.body);
+    writes.push({ entry, request, plan, index });
   }
-}
-
-/** Transaction writes go upstream as one transaction, after every entry passed the scope checks. */
-async function transactionWrites(x: Exchange, entries: BundleEntry[]): Promise<BundleEntry[]> {
-  if (entries.length === 0) return [];
-  for (const entry of entries) {
-    const kind = writeKind(entry.request?.method);
-    const { path } = splitUrl(entry.request?.url);
-    const resourceType = path.split('/')[0];
-    const scope = ({ create: 'c', update: 'u', patch: 'u', delete: 'd' } as const)[kind];
-    requireScope(x, resourceType, scope);
-    if (entry.resource && !resourceMatchesScopes(x.ctx, entry.resource, scope)) throw forbidden();
-    // A patch is checked against what the requester may see of the stored resource (write.ts); inside a
-    // transaction it would reach the upstream unchecked, so it is refused there.
-    if (kind === 'patch') throw new GatewayError(400, 'not-supported', 'PATCH is not supported inside a transaction; send it on its own or in a batch');
-    const conditional = entry.request?.ifNoneExist !== undefined || (kind !== 'create' && !path.includes('/'));
-    if (conditional && !x.ctx.kinds.has('system')) throw forbidden();
-    if (confinedToLaunchPatient(x.ctx)) throw forbidden();
-  }
-  const upstreamBundle: Bundle = { resourceType: 'Bundle', type: 'transaction', entry: entries.map((e) => ({ fullUrl: e.fullUrl, resource: e.resource, request: e.request })) };
-  const response = await x.deps.upstream.request({
-    method: 'POST',
-    path: '',
-    headers: { 'content-type': 'application/fhir+json' },
-    body: JSON.stringify(upstreamBundle),
-    requestId: x.ctx.requestId,
-    strict: true,
-    expectJson: true,
-  });
-  if (response.status >= 400) throw new GatewayError(response.status === 409 ? 409 : 400, 'processing', 'the upstream server refused the transaction');
-  const answered = (response.json as Bundle | undefined)?.entry ?? [];
-  for (const e of answered) {
-    const r = e.resource as Resource | undefined;
-    if (r) for (const p of patientsOf(r)) x.deps.store.invalidate(p);
-  }
-  return entries.map((_, i) => ({ resource: answered[i]?.resource, response: { status: answered[i]?.response?.status ?? '200', etag: answered[i]?.response?.etag } }));
+  const results: ReleasableEntry[] = new Array(entries.length);
+  const written = await sendTransaction(x, writes);
+  writes.forEach(({ index }, k) => (results[index] = written[k]));
+  for (const [index, { entry }] of requests.entries()) if (!results[index]) results[index] = await answerEntry(x, entry);
+  return results;
 }
 
 export async function batch(x: Exchange): Promise<Reply> {
   const bundle = parseBundle(x.body);
   const entries = bundle.entry ?? [];
-  const isRead = (e: BundleEntry) => e.request?.method === 'GET' || e.request?.method === 'HEAD';
-  const results: BundleEntry[] = new Array(entries.length);
+  let results: ReleasableEntry[];
   if (bundle.type === 'transaction') {
-    const writes = entries.map((e, i) => ({ e, i })).filter(({ e }) => !isRead(e));
-    const written = await transactionWrites(x, writes.map(({ e }) => e));
-    writes.forEach(({ i }, k) => (results[i] = written[k]));
-    for (let i = 0; i < entries.length; i++) if (isRead(entries[i])) results[i] = await readEntry(x, entries[i]);
+    results = await transaction(x, entries);
   } else {
-    for (let i = 0; i < entries.length; i++) results[i] = isRead(entries[i]) ? await readEntry(x, entries[i]) : await writeEntry(x, entries[i]);
+    results = [];
+    for (const entry of entries) results.push(await answerEntry(x, entry));
   }
-  return { status: 200, body: { resourceType: 'Bundle', type: bundle.type === 'transaction' ? 'transaction-response' : 'batch-response', entry: results } };
+  return { status: 200, body: assembledBundle({ resourceType: 'Bundle', type: bundle.type === 'transaction' ? 'transaction-response' : 'batch-response' }, results) };
 }

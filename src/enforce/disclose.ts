@@ -1,25 +1,33 @@
 // One request's decisions: finds each resource's patients, decides it under every one of their policies
 // (deny wins, SPEC §5), applies the obligations, and keeps the per-patient account that audit records.
+import { isResourceType } from '@medplum/core';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import type { PatientDisclosure, RedactedResource, ReleasedResource, WithheldResource } from '../audit/record.ts';
 import type { DecisionPolicy } from '../config/policy.ts';
 import { compile, evaluate, type CompiledPatientPolicy } from '../decide/index.ts';
 import type { Decision, Obligation, PatientPolicyInputs, Requester, TraceEntry } from '../decide/types.ts';
 import { patientsOf } from '../fhir/compartment.ts';
+import { loadFhirDefinitions } from '../fhir/definitions.ts';
 import type { RequestContext, ScopeInteraction } from '../provenance/context.ts';
 import { confinedToLaunchPatient, grantedQueries, holdsAuditEventScope, resourceMatchesScopes } from '../provenance/scopes.ts';
 import type { CompiledPolicyCache } from '../policy/compiled-cache.ts';
 import { applyObligations } from './redact.ts';
+import { decidedRelease, type Releasable } from './reply.ts';
 
 export interface PolicySource {
   loadMany(patientIds: readonly string[], opts?: { requestId?: string }): Promise<Map<string, PatientPolicyInputs>>;
 }
 
 export type Verdict =
-  | { readonly released: true; readonly resource: Resource; readonly decision: Decision; readonly patients: readonly string[] }
+  | { readonly released: true; readonly resource: Releasable; readonly decision: Decision; readonly patients: readonly string[] }
   | { readonly released: false; readonly decision: Decision; readonly patients: readonly string[] };
 
 const noPatientInputs: PatientPolicyInputs = { patientId: '', consents: [], flags: [], memberships: {}, identifiers: {}, careRelationships: [] };
+
+function isFhirResource(value: Resource): boolean {
+  loadFhirDefinitions();
+  return typeof value === 'object' && value !== null && typeof value.resourceType === 'string' && isResourceType(value.resourceType);
+}
 
 function reference(resource: Resource): string {
   return `${resource.resourceType}/${resource.id ?? ''}`;
@@ -179,6 +187,8 @@ export class DisclosureSession {
 
   private decideRaw(resource: Resource, access: ScopeInteraction, patients: readonly string[], contextChecked = false): Decision {
     const ctx = this.ctx;
+    // Only a FHIR resource can be decided; anything else the upstream answered (GraphQL JSON) is not data about no one.
+    if (!isFhirResource(resource)) return refusal('not-a-resource', 'not a FHIR resource the gateway can decide');
     if (!this.withinScopes(resource, access)) return refusal('scope', 'outside the granted SMART scopes');
     if (resource.resourceType === 'Binary' && !contextChecked && resource.securityContext?.reference && patientsOf(resource).length === 0) {
       // Its security context decides a Binary; only a read resolves that context (interactions.read).
@@ -223,7 +233,7 @@ export class DisclosureSession {
   decide(resource: Resource, access: ScopeInteraction = 'r', opts: { readonly record?: boolean; readonly patients?: readonly string[]; readonly contextChecked?: boolean } = {}): Verdict {
     const patients = opts.patients ?? this.patientsOf(resource);
     const decision = this.withContainedDecided(this.decideRaw(resource, access, patients, opts.contextChecked), resource, access, patients);
-    const verdict: Verdict = decision.outcome === 'deny' ? { released: false, decision, patients } : { released: true, resource: applyObligations(resource, decision), decision, patients };
+    const verdict: Verdict = decision.outcome === 'deny' ? { released: false, decision, patients } : { released: true, resource: decidedRelease(applyObligations(resource, decision)), decision, patients };
     if (opts.record !== false) this.record(resource, verdict);
     return verdict;
   }

@@ -1,6 +1,5 @@
 // What every interaction handler receives: the request's provenance, its disclosure session and the
 // gateway's collaborators. Handlers return a Reply; the pipeline audits it and only then sends it.
-import type { Resource } from '@medplum/fhirtypes';
 import type { DecisionPolicy } from '../config/policy.ts';
 import type { Requester } from '../decide/types.ts';
 import type { GatewayMetrics } from '../ops/metrics.ts';
@@ -10,6 +9,7 @@ import type { CompiledPolicyCache } from '../policy/compiled-cache.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import type { UpstreamClient } from '../upstream/index.ts';
 import type { CursorCodec } from './cursor.ts';
+import type { Releasable } from './reply.ts';
 import type { DisclosureSession } from './disclose.ts';
 
 export interface GatewayDeps {
@@ -42,6 +42,7 @@ export interface Exchange {
 
 export interface Reply {
   readonly status: number;
-  readonly body?: Resource;
+  /** Only decided or gateway-authored content type-checks here (reply.ts). */
+  readonly body?: Releasable;
   readonly headers?: Readonly<Record<string, string>>;
 }

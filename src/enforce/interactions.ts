@@ -45,7 +45,7 @@ async function readUpstreamResource(x: Exchange, path: string, resourceType: str
 }
 
 /** Withheld after reading: concealed as not found (or 403 by policy); a harm refusal is stated to the patient. */
-function concealed(x: Exchange): GatewayError {
+export function concealed(x: Exchange): GatewayError {
   const refusal = x.session.harmRefusals[0];
   if (refusal) {
     return new GatewayError(403, 'suppressed', refusal.text, {

@@ -8,6 +8,7 @@ import { referencesIn } from '../fhir/references.ts';
 import type { UpstreamClient } from '../upstream/index.ts';
 import type { CursorState } from './cursor.ts';
 import type { DisclosureSession, Verdict } from './disclose.ts';
+import { assembledBundle, gatewayAuthored, type Releasable, type ReleasableEntry } from './reply.ts';
 import { applyView, maxPageSize, redactionChangesMatch } from './search-params.ts';
 
 /** Upstream pages read at most to fill one gateway page; past it the page is returned short. */
@@ -23,7 +24,7 @@ export interface ListingRequest extends CursorState {
 }
 
 export interface ListingResult {
-  readonly entries: BundleEntry[];
+  readonly entries: ReleasableEntry[];
   readonly next?: CursorState;
   /** The highest confidentiality among released entries (SPEC §5 high-water mark). */
   readonly confidentiality?: string;
@@ -100,8 +101,8 @@ export async function runListing(
   gatewayBase: string,
   opts: { readonly requestId: string; readonly currentVersionGate?: (resources: Resource[]) => Promise<Set<string>> },
 ): Promise<ListingResult> {
-  const matches: BundleEntry[] = [];
-  const includeCandidates = new Map<string, { readonly entry: BundleEntry; readonly original: Resource; readonly verdict: Verdict }>();
+  const matches: ReleasableEntry[] = [];
+  const includeCandidates = new Map<string, { readonly entry: ReleasableEntry; readonly original: Resource; readonly verdict: Verdict }>();
   let toSkipReleased = request.offset;
   let pages = 0;
 
@@ -238,9 +239,9 @@ export async function runListing(
   };
 }
 
-function listingEntry(entry: BundleEntry, resource: Resource, request: ListingRequest, gatewayBase: string): BundleEntry {
+function listingEntry(entry: BundleEntry, resource: Releasable, request: ListingRequest, gatewayBase: string): ReleasableEntry {
   const shown = applyView(resource, request.view);
-  const out: BundleEntry = { fullUrl: `${gatewayBase}/${refOf(resource)}`, resource: shown };
+  const out: ReleasableEntry = { fullUrl: `${gatewayBase}/${refOf(resource)}`, resource: shown };
   if (request.history) {
     if (entry.request) out.request = { method: entry.request.method, url: refOf(resource) };
     if (entry.response) out.response = { status: entry.response.status, etag: entry.response.etag, lastModified: entry.response.lastModified };
@@ -256,14 +257,14 @@ export function listingBundle(
   result: Pick<ListingResult, 'entries' | 'confidentiality'>,
   links: { readonly self: string; readonly next?: string },
   notices: readonly OperationOutcome[],
-): Bundle {
-  const entry: BundleEntry[] = [...result.entries];
-  for (const outcome of notices) entry.push({ resource: outcome, search: type === 'searchset' ? { mode: 'outcome' } : undefined });
-  const bundle: Bundle = { resourceType: 'Bundle', type, link: [{ relation: 'self', url: links.self }], entry };
+): Releasable<Bundle> {
+  const entry: ReleasableEntry[] = [...result.entries];
+  for (const outcome of notices) entry.push({ resource: gatewayAuthored(outcome), search: type === 'searchset' ? { mode: 'outcome' } : undefined });
+  const bundle: Omit<Bundle, 'entry'> = { resourceType: 'Bundle', type, link: [{ relation: 'self', url: links.self }] };
   if (links.next) bundle.link?.push({ relation: 'next', url: links.next });
   if (result.confidentiality) {
     const coding: Coding = { system: V3_CONFIDENTIALITY, code: result.confidentiality };
     bundle.meta = { security: [coding] };
   }
-  return bundle;
+  return assembledBundle(bundle, entry);
 }

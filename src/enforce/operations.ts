@@ -4,13 +4,15 @@
 import type { Bundle, Consent, Parameters, ParametersParameter, Resource } from '@medplum/fhirtypes';
 import { enforcementStatus } from '../decide/index.ts';
 import type { Decision } from '../decide/types.ts';
-import { badRequest, forbidden, GatewayError, notFound, resourceBody } from '../fhir/outcome.ts';
+import { badRequest, forbidden, GatewayError, notFound, operationOutcome, resourceBody } from '../fhir/outcome.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import { relativeReference } from '../provenance/build-context.ts';
 import { withinPatientContext } from '../provenance/confine.ts';
 import { holdsAuditEventScope, mayConcernPatient, parseScopes } from '../provenance/scopes.ts';
+import { upstreamResource } from '../upstream/index.ts';
 import { DisclosureSession } from './disclose.ts';
 import type { Exchange, Reply } from './exchange.ts';
+import { assembledBundle, gatewayAuthored } from './reply.ts';
 import { confineInstance, everything } from './interactions.ts';
 
 /** Explain and status are for administrators and auditors (SPEC §7). */
@@ -88,7 +90,7 @@ async function explain(x: Exchange): Promise<Reply> {
   await session.prepare([resource]);
   const verdict = session.decide(resource, 'r', { record: false });
   for (const id of verdict.patients) x.namedPatients.add(id);
-  return { status: 200, body: decisionParameters(verdict.decision) };
+  return { status: 200, body: gatewayAuthored(decisionParameters(verdict.decision)) };
 }
 
 function statusParameter(consent: Consent, x: Exchange): ParametersParameter {
@@ -117,7 +119,7 @@ async function consentEnforcementStatus(x: Exchange, resourceType: string, id: s
     const all = await x.deps.upstream.searchAll(`Consent?patient=Patient/${id}&_count=200`, { requestId: x.ctx.requestId });
     consents = all.resources as Consent[];
   }
-  return { status: 200, body: { resourceType: 'Parameters', parameter: consents.map((c) => statusParameter(c, x)) } };
+  return { status: 200, body: gatewayAuthored<Parameters>({ resourceType: 'Parameters', parameter: consents.map((c) => statusParameter(c, x)) }) };
 }
 
 /** An operation the policy lets through: its answer is decided like any other read (SPEC §4.6 allowOperations). */
@@ -133,8 +135,9 @@ async function allowedOperation(x: Exchange, method: string, name: string, resou
     expectJson: true,
   });
   if (response.status >= 400) throw new GatewayError(response.status === 404 ? 404 : 400, 'processing', 'the upstream server refused the operation');
-  const answer = response.json as Resource | undefined;
-  if (!answer || typeof answer !== 'object') throw new GatewayError(502, 'exception', 'the upstream answered the operation with no resource');
+  const answer = upstreamResource(response);
+  // GraphQL and other non-FHIR answers cannot be decided per resource: never released (SPEC §5).
+  if (!answer) throw new GatewayError(502, 'exception', 'the upstream answered the operation with something other than a FHIR resource');
   if (answer.resourceType === 'Bundle') {
     const bundle = answer as Bundle;
     const resources = (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));
@@ -143,9 +146,10 @@ async function allowedOperation(x: Exchange, method: string, name: string, resou
       const verdict = x.session.decide(r, 's');
       return verdict.released ? [{ fullUrl: `${x.deps.fhirBase}/${r.resourceType}/${r.id}`, resource: verdict.resource }] : [];
     });
-    return { status: 200, body: { resourceType: 'Bundle', type: bundle.type === 'searchset' ? 'searchset' : 'collection', entry } };
+    return { status: 200, body: assembledBundle({ resourceType: 'Bundle', type: bundle.type === 'searchset' ? 'searchset' : 'collection' }, entry) };
   }
-  if (answer.resourceType === 'OperationOutcome') return { status: response.status, body: answer };
+  // The upstream's own outcome may echo stored data: the gateway states the result in its own words.
+  if (answer.resourceType === 'OperationOutcome') return { status: response.status, body: gatewayAuthored(operationOutcome('informational', 'the operation completed', 'information')) };
   if (answer.resourceType === 'Parameters') throw new GatewayError(502, 'not-supported', 'operations answering Parameters cannot be decided per resource');
   await x.session.prepare([answer]);
   const verdict = x.session.decide(answer, 'r');

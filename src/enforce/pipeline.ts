@@ -9,14 +9,12 @@ import type { RequestContext } from '../provenance/context.ts';
 import { buildRequestContext } from '../provenance/build-context.ts';
 import { categoryRequestsBreakGlass } from '../provenance/break-glass.ts';
 import { bearerToken, type TokenVerifier } from '../provenance/verify-token.ts';
-import { batch } from './batch.ts';
 import { capabilityStatement, smartConfigurationDocument, type SmartConfiguration } from './capabilities.ts';
 import { DisclosureSession } from './disclose.ts';
 import type { Exchange, GatewayDeps, Reply } from './exchange.ts';
-import { history, page, read, search } from './interactions.ts';
-import { operation } from './operations.ts';
+import { dispatch } from './dispatch.ts';
 import { auditInteraction, parseFhirRoute, type FhirRoute } from './route.ts';
-import { write } from './write.ts';
+import { gatewayAuthored } from './reply.ts';
 
 export interface AuditSink {
   /** Resolves once the request's events are durable; rejects when they cannot be written. */
@@ -66,62 +64,16 @@ function rawQueryOf(req: Request): string {
   return at === -1 ? '' : url.slice(at + 1);
 }
 
-/** URL query plus, for POST _search, the form body (FHIR search via POST). */
-function searchParams(req: Request, route: FhirRoute, body: Buffer | undefined): URLSearchParams {
-  const params = new URLSearchParams(rawQueryOf(req));
-  if ('viaPost' in route && route.viaPost) {
-    const type = (req.get('content-type') ?? '').split(';')[0].trim().toLowerCase();
-    if (type !== 'application/x-www-form-urlencoded') throw new GatewayError(415, 'not-supported', 'POST _search needs an application/x-www-form-urlencoded body');
-    for (const [name, value] of new URLSearchParams(body?.toString('utf8') ?? '')) params.append(name, value);
-  }
-  return params;
-}
-
-async function dispatch(x: Exchange, route: FhirRoute, method: string, req: Request): Promise<Reply> {
-  switch (route.interaction) {
-    case 'read':
-      return read(x, route.resourceType, route.id);
-    case 'vread':
-      return read(x, route.resourceType, route.id, route.versionId);
-    case 'search-type':
-    case 'search-system': {
-      const params = searchParams(req, route, x.body);
-      return search(x, { resourceType: route.interaction === 'search-type' ? route.resourceType : undefined, interaction: route.interaction }, params);
-    }
-    case 'search-compartment':
-      return search(x, { resourceType: route.resourceType, compartmentId: route.compartmentId, interaction: route.interaction }, x.query);
-    case 'history-instance':
-      return history(x, { resourceType: route.resourceType, id: route.id }, x.query);
-    case 'history-type':
-      return history(x, { resourceType: route.resourceType }, x.query);
-    case 'history-system':
-      return history(x, {}, x.query);
-    case 'page':
-      return page(x, x.query.get('cursor') ?? '');
-    case 'batch':
-      return batch(x);
-    case 'create':
-    case 'update':
-    case 'patch':
-    case 'delete':
-      return write(x, route.interaction, route.resourceType, 'id' in route ? route.id : undefined, x.body);
-    case 'operation':
-      return operation(x, method, route.name, route.resourceType, route.id);
-    default:
-      throw new GatewayError(403, 'forbidden', 'access to the requested data is not permitted');
-  }
-}
-
 function errorReply(err: unknown, deps: PipelineDeps, requestId: string): Reply & { desc: string } {
-  if (err instanceof GatewayError) return { status: err.status, body: err.outcome, headers: err.headers, desc: err.message };
+  if (err instanceof GatewayError) return { status: err.status, body: gatewayAuthored(err.outcome), headers: err.headers, desc: err.message };
   const status = (err as { status?: unknown }).status;
   if (typeof status === 'number' && status >= 400 && status < 600 && (err as { code?: unknown }).code !== undefined) {
     // Upstream failures carry their 502/503/504 (SPEC §5: fail closed).
     const text = status === 504 ? 'the upstream server did not answer in time' : 'the upstream server failed';
-    return { status, body: operationOutcome(status === 504 ? 'timeout' : 'exception', text), desc: text };
+    return { status, body: gatewayAuthored(operationOutcome(status === 504 ? 'timeout' : 'exception', text)), desc: text };
   }
   deps.logger.error({ requestId, err: { name: (err as Error)?.name, message: (err as Error)?.message, stack: (err as Error)?.stack } }, 'request failed');
-  return { status: 500, body: operationOutcome('exception', 'the gateway failed to process the request; nothing was released'), desc: 'internal error' };
+  return { status: 500, body: gatewayAuthored(operationOutcome('exception', 'the gateway failed to process the request; nothing was released')), desc: 'internal error' };
 }
 
 function auditedQuery(req: Request): string {
@@ -147,7 +99,7 @@ export function fhirRouter(deps: PipelineDeps): Router {
       if (methodOverrideHeaders.some((h) => req.get(h) !== undefined)) throw new GatewayError(400, 'not-supported', 'method override headers are not accepted');
       route = parseFhirRoute(req.method, rawPathOf(req));
       if (route.interaction === 'capabilities') {
-        return send(res, req, { status: 200, body: await capabilityStatement(deps.upstream, deps.fhirBase, deps.smart, requestId) });
+        return send(res, req, { status: 200, body: gatewayAuthored(await capabilityStatement(deps.upstream, deps.fhirBase, deps.smart, requestId)) });
       }
       if (route.interaction === 'smart-configuration') {
         res.status(200).type('application/json').json(smartConfigurationDocument(deps.smart));
@@ -171,7 +123,7 @@ export function fhirRouter(deps: PipelineDeps): Router {
         body: Buffer.isBuffer(req.body) && req.body.length > 0 ? req.body : undefined,
         namedPatients: new Set(),
       };
-      reply = await dispatch(exchange, route, req.method, req);
+      reply = await dispatch(exchange, route, req.method);
     } catch (err) {
       reply = errorReply(err, deps, requestId);
     }
@@ -200,7 +152,7 @@ export function fhirRouter(deps: PipelineDeps): Router {
     } catch (err) {
       // No durable audit, no release (SPEC §6).
       deps.logger.error({ requestId, err: { message: (err as Error).message } }, 'audit journal write failed');
-      reply = { status: 503, body: operationOutcome('transient', 'the audit journal is unavailable; nothing was released') };
+      reply = { status: 503, body: gatewayAuthored(operationOutcome('transient', 'the audit journal is unavailable; nothing was released')) };
     }
     deps.metrics.requests.inc({ interaction: record.interaction, status: String(reply.status) });
     if (exchange) {

@@ -1,18 +1,39 @@
-// Writes pass when the scopes allow them (SPEC §5). Conditional writes are refused except for system/
-// clients, since their criteria can test for withheld data. Consent and Flag writes invalidate the
-// patient's cached policy at once.
+// Writes (SPEC §5): scopes allow them; conditional writes only for system/ clients (their criteria can test
+// for withheld data); an update, patch or delete touches only what the writer may see whole, and what is
+// stored stays inside the writer's confinement; policy writes meet policy-write.ts. A write is planned
+// (every check) before anything is sent, so a transaction can send its planned writes as one.
 import type { Resource } from '@medplum/fhirtypes';
+import { applyPatch, type Operation } from '@medplum/core';
 import { patientsOf } from '../fhir/compartment.ts';
 import { badRequest, forbidden, GatewayError, notFound, resourceBody } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
 import { confinedToLaunchPatient, mayConcernPatient, resourceMatchesScopes } from '../provenance/scopes.ts';
+import { upstreamResource } from '../upstream/index.ts';
 import type { Exchange, Reply } from './exchange.ts';
-import { requireScope } from './interactions.ts';
+import { concealed, requireScope } from './interactions.ts';
+import { guardPolicyWrite, invalidatesPolicy } from './policy-write.ts';
 
 export type WriteKind = 'create' | 'update' | 'patch' | 'delete';
 
-const scopeFor: Record<WriteKind, ScopeInteraction> = { create: 'c', update: 'u', patch: 'u', delete: 'd' };
-const policyTypes = new Set(['Consent', 'Flag', 'Group', 'CareTeam', 'PractitionerRole', 'Patient', 'Encounter']);
+export const scopeFor: Record<WriteKind, ScopeInteraction> = { create: 'c', update: 'u', patch: 'u', delete: 'd' };
+const methodOf: Record<WriteKind, string> = { create: 'POST', update: 'PUT', patch: 'PUT', delete: 'DELETE' };
+/** Headers that make a write conditional on stored data (If-None-Exist, If-None-Match, If-Modified-Since). */
+const conditionalHeaders = ['if-none-exist', 'if-none-match', 'if-modified-since'];
+/** Query parameters that only shape the response, not the write. */
+const formatParams = new Set(['_format', '_pretty']);
+
+/** Everything a write will send upstream, decided before it is sent. */
+export interface PlannedWrite {
+  readonly kind: WriteKind;
+  readonly resourceType: string;
+  readonly method: string;
+  /** Relative upstream URL (`Type`, `Type/id`, or a system client's conditional `Type?criteria`). */
+  readonly url: string;
+  readonly resource?: Resource;
+  readonly previous?: Resource;
+  readonly ifMatch?: string;
+  readonly ifNoneExist?: string;
+}
 
 function parseBody(body: Buffer | undefined, resourceType: string, id?: string): Resource {
   const resource = resourceBody<Resource>(body, resourceType, 'a resource of the type in the path');
@@ -27,76 +48,143 @@ function confineWrite(x: Exchange, resource: Resource | undefined): void {
   if (patients.length === 0 || patients.some((p) => !mayConcernPatient(x.ctx, p))) throw forbidden();
 }
 
+/** Conditional in any spelling: no id, criteria in the query, or a header that tests stored data. */
+function isConditional(x: Exchange, kind: WriteKind, id: string | undefined): boolean {
+  if (kind !== 'create' && id === undefined) return true;
+  if ([...x.query.keys()].some((name) => !formatParams.has(name))) return true;
+  return conditionalHeaders.some((h) => x.headers[h] !== undefined);
+}
+
 /**
- * A patch works on stored content the client does not send: its `test` ops answer yes/no about stored
- * values and `copy`/`move` can carry a hidden element into a visible one (SPEC §5 leave no trace). So only
- * a resource the requester may see whole is patched; a withheld one is concealed exactly as on a read.
+ * What is changed must be seen whole first (SPEC §5): a withheld resource is concealed exactly as on a
+ * read — and a missing one answers the same — a redacted one is refused.
  */
-async function patchable(x: Exchange, previous: Resource): Promise<void> {
+async function seenWhole(x: Exchange, previous: Resource): Promise<void> {
   await x.session.prepare([previous]);
   const verdict = x.session.decide(previous, 'r', { record: false });
   if (!verdict.released) {
     x.session.decide(previous, 'r');
-    throw x.deps.policy.conceal === 403 ? forbidden() : notFound();
+    throw concealed(x);
   }
   if (verdict.decision.outcome === 'redact') throw forbidden();
 }
 
-export async function write(x: Exchange, kind: WriteKind, resourceType: string, id: string | undefined, body?: Buffer): Promise<Reply> {
-  requireScope(x, resourceType, scopeFor[kind]);
-  const conditional = (kind !== 'create' && id === undefined) || (kind === 'create' && x.headers['if-none-exist'] !== undefined);
-  if (conditional && !x.ctx.kinds.has('system')) throw forbidden();
-  if (id === undefined && kind !== 'create' && x.rawQuery === '') throw badRequest('a conditional write needs search criteria');
-
-  const resource = kind === 'create' || kind === 'update' ? parseBody(body, resourceType, id) : undefined;
-  if (kind === 'create' && resource) delete (resource as { id?: string }).id;
-  confineWrite(x, resource);
-  // Granular scopes (`user/Task.cu?code=…`) bound what may be written, not only the type.
-  if (resource && !resourceMatchesScopes(x.ctx, resource, scopeFor[kind])) throw forbidden();
-  let previous: Resource | undefined;
-  if (id !== undefined && kind !== 'create') {
-    const read = await x.deps.upstream.readJson<Resource>(`${resourceType}/${id}`, { requestId: x.ctx.requestId });
-    if (read.status < 300) previous = read.resource;
-    else if (kind !== 'update') throw notFound();
-    confineWrite(x, previous);
-    if (previous && !resourceMatchesScopes(x.ctx, previous, scopeFor[kind])) throw forbidden();
-    if (kind === 'patch' && previous) await patchable(x, previous);
+/** The previous version, or undefined when missing; a write the writer may not see whole is refused here. */
+async function readPrevious(x: Exchange, kind: WriteKind, resourceType: string, id: string): Promise<Resource | undefined> {
+  const read = await x.deps.upstream.readJson<Resource>(`${resourceType}/${id}`, { requestId: x.ctx.requestId });
+  if (read.status === 404 || read.status === 410) {
+    // Update-as-create would answer 201 where a withheld id answers 404: only system/ clients may do it.
+    if (kind === 'update' && x.ctx.kinds.has('system') && !confinedToLaunchPatient(x.ctx)) return undefined;
+    throw notFound();
   }
+  if (read.status >= 400 || read.resource.resourceType !== resourceType || read.resource.id !== id) throw new GatewayError(502, 'exception', 'the upstream server failed to read the resource');
+  const previous = read.resource;
+  confineWrite(x, previous);
+  if (!resourceMatchesScopes(x.ctx, previous, scopeFor[kind])) throw forbidden();
+  await seenWhole(x, previous);
+  return previous;
+}
 
-  const path = id === undefined ? `${resourceType}${x.rawQuery ? `?${x.rawQuery}` : ''}` : `${resourceType}/${id}`;
+/** JSON Patch (RFC 6902) applied here, so the stored result is checked before it is stored (SPEC §5). */
+function patched(x: Exchange, previous: Resource, body: Buffer | undefined): Resource {
+  const type = String(x.headers['content-type'] ?? 'application/json-patch+json').split(';')[0].trim().toLowerCase();
+  if (type !== 'application/json-patch+json') throw new GatewayError(415, 'not-supported', 'PATCH accepts only JSON Patch (application/json-patch+json)');
+  let ops: unknown;
+  try {
+    ops = JSON.parse(body?.toString('utf8') ?? '');
+  } catch {
+    throw badRequest('the patch is not valid JSON', 'structure');
+  }
+  if (!Array.isArray(ops)) throw badRequest('a JSON Patch is an array of operations');
+  const result = structuredClone(previous);
+  const failures = applyPatch(result, ops as Operation[]).filter((e) => e !== null);
+  // A failed `test` answers like any other failed patch: it says nothing more about stored values.
+  if (failures.length > 0) throw badRequest('the patch could not be applied', 'processing');
+  if (result.resourceType !== previous.resourceType || result.id !== previous.id) throw badRequest('a patch may not change the resource type or id');
+  return result;
+}
+
+/** Moving data to other patients needs the writer to see it whole where it lands too (SPEC §5). */
+async function staysWithWriter(x: Exchange, previous: Resource | undefined, next: Resource): Promise<void> {
+  confineWrite(x, next);
+  if (!previous) return;
+  const before = new Set(patientsOf(previous));
+  const after = patientsOf(next);
+  if (after.length === before.size && after.every((p) => before.has(p))) return;
+  await x.session.prepare([next]);
+  const verdict = x.session.decide(next, 'r', { record: false });
+  if (!verdict.released || verdict.decision.outcome === 'redact') throw forbidden();
+}
+
+function header(x: Exchange, name: string): string | undefined {
+  const value = x.headers[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+/** Every check a write must pass, in order, before anything reaches the upstream. */
+export async function planWrite(x: Exchange, kind: WriteKind, resourceType: string, id: string | undefined, body?: Buffer): Promise<PlannedWrite> {
+  requireScope(x, resourceType, scopeFor[kind]);
+  const conditional = isConditional(x, kind, id);
+  if (conditional && (!x.ctx.kinds.has('system') || confinedToLaunchPatient(x.ctx))) throw forbidden();
+  if (id === undefined && kind !== 'create' && x.rawQuery === '') throw badRequest('a conditional write needs search criteria');
+  if (kind === 'patch' && id === undefined) throw new GatewayError(400, 'not-supported', 'a conditional patch is not supported');
+
+  let resource = kind === 'create' || kind === 'update' ? parseBody(body, resourceType, id) : undefined;
+  if (kind === 'create' && resource) delete (resource as { id?: string }).id;
+  const previous = id !== undefined && kind !== 'create' ? await readPrevious(x, kind, resourceType, id) : undefined;
+  if (kind === 'patch' && previous) resource = patched(x, previous, body);
+  if (resource) {
+    await staysWithWriter(x, previous, resource);
+    // Granular scopes (`user/Task.cu?code=…`) bound what may be written, not only the type.
+    if (!resourceMatchesScopes(x.ctx, resource, scopeFor[kind])) throw forbidden();
+  }
+  await guardPolicyWrite(x, kind, resourceType, previous, resource);
+
+  const url = id === undefined ? `${resourceType}${conditional ? `?${x.rawQuery}` : ''}` : `${resourceType}/${id}`;
+  // A patch is stored as the checked result, only over the version it was computed from.
+  const ifMatch = kind === 'patch' ? (previous?.meta?.versionId ? `W/"${previous.meta.versionId}"` : undefined) : header(x, 'if-match');
+  if (kind === 'patch' && header(x, 'if-match') && header(x, 'if-match') !== ifMatch) throw new GatewayError(412, 'conflict', 'the resource has changed');
+  return { kind, resourceType, method: methodOf[kind], url, resource, previous, ifMatch, ifNoneExist: kind === 'create' ? header(x, 'if-none-exist') : undefined };
+}
+
+/** The upstream's answer to a planned write, as the client sees it: its status and the stored resource, decided. */
+export async function writeReply(x: Exchange, plan: PlannedWrite, status: number, written: Resource | undefined): Promise<Reply> {
+  // Every policy write drops the cached policy of each patient it concerns, at once (SPEC §5).
+  for (const r of [plan.resource, plan.previous, written]) {
+    if (!r || typeof r !== 'object' || !invalidatesPolicy(r)) continue;
+    x.deps.store.invalidateResource(r);
+    for (const p of patientsOf(r)) x.deps.store.invalidate(p);
+  }
+  if (status >= 400) {
+    // The upstream's own outcome may echo stored data; the client gets the status with the gateway's words.
+    const code = status === 404 || status === 410 ? 404 : status === 409 || status === 412 ? status : 400;
+    throw new GatewayError(code, code === 404 ? 'not-found' : code === 400 ? 'invalid' : 'conflict', `the upstream server refused the ${plan.kind}`);
+  }
+  const stored = written && typeof written === 'object' && written.resourceType === plan.resourceType ? written : undefined;
+  for (const p of patientsOf(stored ?? plan.resource ?? plan.previous ?? ({ resourceType: 'Basic' } as Resource))) x.namedPatients.add(p);
   const headers: Record<string, string> = {};
-  if (kind === 'patch') headers['content-type'] = String(x.headers['content-type'] ?? 'application/json-patch+json');
-  else if (resource) headers['content-type'] = 'application/fhir+json';
-  const ifNoneExist = x.headers['if-none-exist'];
-  if (kind === 'create' && typeof ifNoneExist === 'string') headers['if-none-exist'] = ifNoneExist;
-  const ifMatch = x.headers['if-match'];
-  if (typeof ifMatch === 'string') headers['if-match'] = ifMatch;
-  const method = { create: 'POST', update: 'PUT', patch: 'PATCH', delete: 'DELETE' }[kind];
+  if (stored?.meta?.versionId) headers.ETag = `W/"${stored.meta.versionId}"`;
+  if (stored?.id && plan.kind !== 'delete') headers.Location = `${x.deps.fhirBase}/${plan.resourceType}/${stored.id}/_history/${stored.meta?.versionId ?? '1'}`;
+  if (!stored || plan.kind === 'delete') return { status, headers };
+  // What the upstream stored is decided like any read before the writer sees it (SPEC §5).
+  await x.session.prepare([stored]);
+  const verdict = x.session.decide(stored, scopeFor[plan.kind]);
+  return { status, body: verdict.released ? verdict.resource : undefined, headers };
+}
+
+export async function write(x: Exchange, kind: WriteKind, resourceType: string, id: string | undefined, body?: Buffer): Promise<Reply> {
+  const plan = await planWrite(x, kind, resourceType, id, body);
+  const headers: Record<string, string> = {};
+  if (plan.resource) headers['content-type'] = 'application/fhir+json';
+  if (plan.ifMatch) headers['if-match'] = plan.ifMatch;
+  if (plan.ifNoneExist) headers['if-none-exist'] = plan.ifNoneExist;
   const response = await x.deps.upstream.request({
-    method,
-    path,
+    method: plan.method,
+    path: plan.url,
     headers,
-    body: kind === 'patch' ? body : resource ? JSON.stringify(resource) : undefined,
+    body: plan.resource ? JSON.stringify(plan.resource) : undefined,
     requestId: x.ctx.requestId,
     strict: true,
   });
-
-  if (policyTypes.has(resourceType)) {
-    for (const r of [resource, previous, response.json as Resource | undefined]) {
-      if (r && typeof r === 'object' && 'resourceType' in r) for (const p of patientsOf(r)) x.deps.store.invalidate(p);
-    }
-    if (resourceType === 'Patient' && id) x.deps.store.invalidate(id);
-  }
-
-  if (response.status >= 400) {
-    // The upstream's own outcome may echo stored data; the client gets the status with the gateway's words.
-    const status = response.status === 404 || response.status === 410 ? 404 : response.status === 409 || response.status === 412 ? response.status : 400;
-    throw new GatewayError(status, status === 404 ? 'not-found' : status === 400 ? 'invalid' : 'conflict', `the upstream server refused the ${kind}`);
-  }
-  const written = response.json as Resource | undefined;
-  const out: Record<string, string> = {};
-  if (written?.meta?.versionId) out.ETag = `W/"${written.meta.versionId}"`;
-  if (written?.id && (kind === 'create' || kind === 'update')) out.Location = `${x.deps.fhirBase}/${resourceType}/${written.id}/_history/${written.meta?.versionId ?? '1'}`;
-  for (const p of patientsOf(written ?? resource ?? previous ?? { resourceType: 'Basic' } as Resource)) x.namedPatients.add(p);
-  return { status: response.status, body: kind === 'delete' ? undefined : written, headers: out };
+  return writeReply(x, plan, response.status, upstreamResource(response));
 }

@@ -189,6 +189,18 @@ export class PolicyStore {
     }
   }
 
+  /** A policy write through the gateway (SPEC §5): every patient the resource concerns, and the actor facts it is, are dropped now. */
+  invalidateResource(resource: Resource): void {
+    this.#invalidateFor(resource);
+    const ref = `${resource.resourceType}/${resource.id ?? ''}`;
+    this.#actors.delete(ref);
+    const flight = this.#actorFlights.get(ref);
+    if (flight) {
+      flight.stale = true;
+      this.#actorFlights.delete(ref);
+    }
+  }
+
   /** Every reference under which rules may name the requester (SPEC §4.1 request attributes). */
   async resolveRequester(ctx: RequestContext): Promise<Requester> {
     const toRelative = (url: string): string | null => this.#upstream.rewriteUpstreamUrl(url);

@@ -10,6 +10,10 @@ import { parseUpstreamBase, rewriteUpstreamUrl, upstreamRequestTarget, type Upst
 export const DEFAULT_UPSTREAM_TIMEOUT_MS = 15_000;
 export const DEFAULT_UPSTREAM_MAX_BYTES = 50 * 1024 * 1024;
 
+declare const undecided: unique symbol;
+/** The upstream's parsed answer, opaque: no code may treat it as a resource, let alone reply with it, without `upstreamResource` (issue 17). */
+export type UpstreamJson = { readonly [undecided]: true };
+
 export interface UpstreamResponse {
   status: number;
   /** Lower-case names; repeated headers joined with ", ". Content-Encoding/Length removed once decoded. */
@@ -17,7 +21,7 @@ export interface UpstreamResponse {
   /** The decoded (decompressed) body. */
   body: Buffer;
   /** The parsed body when the content type is JSON and the body is not empty. */
-  json?: unknown;
+  json?: UpstreamJson;
 }
 
 export interface UpstreamRequestOptions {
@@ -105,6 +109,16 @@ export function isJsonContentType(contentType: string | undefined): boolean {
   return mediaType === 'application/json' || mediaType === 'application/fhir+json' || mediaType.endsWith('+json');
 }
 
+/**
+ * The parsed answer as a FHIR resource to decide — undefined when it is not one. What this returns is a
+ * plain Resource: it reaches a client only through DisclosureSession.decide.
+ */
+export function upstreamResource<T extends Resource = Resource>(response: Pick<UpstreamResponse, 'json'>): T | undefined {
+  const value: unknown = response.json;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  return typeof (value as { resourceType?: unknown }).resourceType === 'string' ? (value as T) : undefined;
+}
+
 export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClient {
   const base = parseUpstreamBase(opts.baseUrl);
   const timeoutMs = opts.timeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS;
@@ -175,7 +189,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
     }
     if (json && body.length > 0) {
       try {
-        response.json = JSON.parse(body.toString('utf8')) as unknown;
+        response.json = JSON.parse(body.toString('utf8')) as UpstreamJson;
       } catch (err) {
         throw new UpstreamError('bad-body', 'upstream body is not valid JSON', { upstreamStatus: status, cause: err });
       }
@@ -191,7 +205,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
     opts: { requestId?: string; signal?: AbortSignal } = {},
   ): Promise<{ status: number; resource: T; headers: Record<string, string> }> {
     const res = await request({ method: 'GET', path, requestId: opts.requestId, signal: opts.signal, strict: true, expectJson: true });
-    const value = res.json;
+    const value: unknown = res.json;
     if (typeof value !== 'object' || value === null || Array.isArray(value) || typeof (value as { resourceType?: unknown }).resourceType !== 'string') {
       throw new UpstreamError('bad-body', 'upstream body is not a FHIR resource', { upstreamStatus: res.status });
     }

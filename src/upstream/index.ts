@@ -3,6 +3,8 @@ export { UpstreamError, isUpstreamError, type UpstreamErrorCode, type UpstreamEr
 export {
   createUpstreamClient,
   isJsonContentType,
+  upstreamResource,
+  type UpstreamJson,
   DEFAULT_UPSTREAM_MAX_BYTES,
   DEFAULT_UPSTREAM_TIMEOUT_MS,
   type SearchAllOptions,

@@ -139,12 +139,16 @@ describe('operations and special read surfaces', () => {
       patient: { reference: 'Patient/p1' },
       dateTime: '2025-01-01T00:00:00Z',
       policyRule: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'OPTOUT' }] },
-      provision: { type: 'deny' },
+      provision: { type: 'deny', actor: [{ role: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP' }] }, reference: { reference: 'Practitioner/dr-a' } }] },
     };
-    const written = await h.request('Consent/c-p1-deny-all', { token, method: 'PUT', body: deny });
-    assert.ok(written.status === 201 || written.status === 200, written.text);
+    // A narrowing write by the clinician; lifting it would widen his own access, so the patient does (SPEC §5).
+    const written = await h.request('Consent', { token, method: 'POST', body: deny });
+    assert.equal(written.status, 201, written.text);
     assert.equal((await h.request('Observation/o2', { token })).status, 404);
-    const removed = await h.request('Consent/c-p1-deny-all', { token, method: 'DELETE' });
+    const own = await h.token({ sub: 'pt-p1', client_id: 'patient-app', patient: 'p1', fhirUser: 'Patient/p1', scope: 'patient/*.rs patient/Consent.d' });
+    // The new consent withholds itself from its writer too: only Location names it.
+    const id = /Consent\/([^/]+)\/_history/.exec(written.headers.get('location') ?? '')?.[1];
+    const removed = await h.request(`Consent/${id}`, { token: own, method: 'DELETE' });
     assert.ok(removed.status < 300, removed.text);
     assert.equal((await h.request('Observation/o2', { token })).status, 200);
   });

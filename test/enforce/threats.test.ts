@@ -436,7 +436,9 @@ const vectors: Vector[] = [
     assert.equal(stored.note?.[0]?.text, 'routine', 'nothing was copied');
     const transaction: Bundle = { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'PATCH', url: 'Observation/pv-r1' }, resource: { resourceType: 'Binary', contentType: 'application/json-patch+json', data: Buffer.from('[]').toString('base64') } }] };
     const tx = await h.request('', { token: drA, method: 'POST', body: transaction });
-    assert.equal(tx.status, 400, 'a PATCH inside a transaction is refused');
+    assert.equal(tx.status, 404, 'a PATCH inside a transaction meets the same concealment');
+    const txMissing = await h.request('', { token: drA, method: 'POST', body: { ...transaction, entry: [{ ...transaction.entry![0], request: { method: 'PATCH', url: 'Observation/no-such-obs' } }] } });
+    assert.equal(tx.text, txMissing.text, 'a withheld resource and a missing one answer alike inside a transaction');
     assertClean(tx);
   } },
   { name: 'headers (ETag, Location, Content-Location) never name withheld ids', run: async () => {

@@ -4,7 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import zlib from 'node:zlib';
-import { createUpstreamClient, parseUpstreamBase, rewriteUpstreamUrl, UpstreamError, type UpstreamClient } from '../../src/upstream/index.ts';
+import { createUpstreamClient, parseUpstreamBase, rewriteUpstreamUrl, upstreamResource, UpstreamError, type UpstreamClient } from '../../src/upstream/index.ts';
 
 type Route = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 
@@ -198,7 +198,7 @@ describe('answers that are passed on', () => {
   test('upstream 5xx without strict mode is returned for enforcement to decide', async () => {
     const res = await client.request({ method: 'GET', path: 'server-error' });
     assert.equal(res.status, 500);
-    assert.equal((res.json as { resourceType: string }).resourceType, 'OperationOutcome');
+    assert.equal(upstreamResource(res)?.resourceType, 'OperationOutcome');
   });
 
   test('a 404 read returns its OperationOutcome with the status', async () => {
