@@ -5,6 +5,7 @@ import type { PatientDisclosure, RedactedResource, ReleasedResource, WithheldRes
 import type { DecisionPolicy } from '../config/policy.ts';
 import { compile, evaluate, type CompiledPatientPolicy } from '../decide/index.ts';
 import type { Decision, Obligation, PatientPolicyInputs, Requester, TraceEntry } from '../decide/types.ts';
+import type { ComputedLabels, SecurityLabeler } from '../label/index.ts';
 import { patientsOf } from '../fhir/compartment.ts';
 import type { RequestContext, ScopeInteraction } from '../provenance/context.ts';
 import { confinedToLaunchPatient, grantedQueries, holdsAuditEventScope, resourceMatchesScopes } from '../provenance/scopes.ts';
@@ -75,6 +76,8 @@ export class DisclosureSession {
   private readonly compiled = new Map<string, CompiledPatientPolicy>();
   /** Patients of each resource met in this request: found once in prepare(), read again in decide(). */
   private readonly patientsSeen = new WeakMap<Resource, readonly string[]>();
+  /** Computed labels of each resource met in this request: labelled once, decided for every patient (SPEC §4.7). */
+  private readonly labelsSeen = new WeakMap<Resource, ComputedLabels>();
   /** Scope verdicts per type and interaction: granular queries are evaluated per resource, the rest once. */
   private readonly scopeByType = new Map<string, ReturnType<typeof grantedQueries>>();
   private readonly accounts = new Map<string, PatientAccount>();
@@ -94,6 +97,8 @@ export class DisclosureSession {
       readonly now: Date;
       /** Compiled policies shared across requests (per patient inputs, requester and minute); compiled afresh without it. */
       readonly compiledPolicies?: CompiledPolicyCache;
+      /** The labeling step run on every resource before it is decided (SPEC §4.7). */
+      readonly labeler: SecurityLabeler;
     },
     readonly ctx: RequestContext,
     readonly requester: Requester,
@@ -129,6 +134,15 @@ export class DisclosureSession {
     return patients;
   }
 
+  private labelsOf(resource: Resource): ComputedLabels {
+    let labels = this.labelsSeen.get(resource);
+    if (!labels) {
+      labels = this.deps.labeler.label(resource);
+      this.labelsSeen.set(resource, labels);
+    }
+    return labels;
+  }
+
   /** A stored Bundle is released whole or not at all: only when every resource in it may be released unchanged. */
   private storedBundle(bundle: Bundle, access: ScopeInteraction): Decision {
     const trace: TraceEntry[] = [];
@@ -136,7 +150,8 @@ export class DisclosureSession {
     for (const entry of bundle.entry ?? []) {
       if (!entry.resource) continue;
       const inner = this.decideRaw(entry.resource, access, this.patientsOf(entry.resource));
-      if (inner.outcome !== 'permit' || inner.obligations.some((o) => o.kind !== 'harm-refusal')) {
+      // Computed labels alone do not change a stored copy enough to withhold it (SPEC §4.7 adds sensitivity, not secrecy).
+      if (inner.outcome !== 'permit' || inner.obligations.some((o) => o.kind !== 'harm-refusal' && o.kind !== 'add-security-label')) {
         const layer = inner.trace.find((t) => t.effect === 'deny' || t.effect === 'redact')?.layer ?? 'scope';
         const reason = 'a stored Bundle is released only when every resource in it may be released unchanged';
         return {
@@ -192,7 +207,8 @@ export class DisclosureSession {
       this.unpatientedPolicy ??= compile(noPatientInputs, this.requester, this.deps.policy, this.deps.now);
       return evaluate(this.unpatientedPolicy, resource);
     }
-    const decisions = patients.map((id) => evaluate(this.patientPolicy(id), resource));
+    const labels = this.labelsOf(resource);
+    const decisions = patients.map((id) => evaluate(this.patientPolicy(id), resource, labels));
     return combineDecisions(decisions);
   }
 
@@ -203,7 +219,7 @@ export class DisclosureSession {
     const removals: Obligation[] = [];
     const trace: TraceEntry[] = [];
     contained.forEach((inner, index) => {
-      const innerDecision = patients.length === 0 ? this.decideRaw(inner, access, []) : combineDecisions(patients.map((id) => evaluate(this.patientPolicy(id), inner)));
+      const innerDecision = patients.length === 0 ? this.decideRaw(inner, access, []) : combineDecisions(patients.map((id) => evaluate(this.patientPolicy(id), inner, this.labelsOf(inner))));
       if (innerDecision.outcome === 'deny') {
         removals.push({ kind: 'redact', path: `contained[${index}]`, reason: 'contained resource withheld' });
         trace.push(...innerDecision.trace);

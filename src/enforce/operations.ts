@@ -84,7 +84,7 @@ async function explain(x: Exchange): Promise<Reply> {
   });
   const requester = await x.deps.store.resolveRequester(hypothetical);
   // The same session type enforcement uses, so that explain and enforcement cannot disagree.
-  const session = new DisclosureSession({ policies: x.deps.store, policy: x.deps.policy, now: x.deps.now(), compiledPolicies: x.deps.compiledPolicies }, hypothetical, requester);
+  const session = new DisclosureSession({ policies: x.deps.store, policy: x.deps.policy, now: x.deps.now(), compiledPolicies: x.deps.compiledPolicies, labeler: x.deps.labeler }, hypothetical, requester);
   await session.prepare([resource]);
   const verdict = session.decide(resource, 'r', { record: false });
   for (const id of verdict.patients) x.namedPatients.add(id);

@@ -158,7 +158,7 @@ export function fhirRouter(deps: PipelineDeps): Router {
       verifiedClient = [claims.client_id, claims.azp, claims.sub].find((c): c is string => typeof c === 'string' && c.length > 0);
       ctx = buildRequestContext(claims, { requestId, categoryHeader: req.headers.category }, deps.policy);
       const requester = await deps.store.resolveRequester(ctx);
-      const session = new DisclosureSession({ policies: deps.store, policy: deps.policy, now: deps.now(), compiledPolicies: deps.compiledPolicies }, ctx, requester);
+      const session = new DisclosureSession({ policies: deps.store, policy: deps.policy, now: deps.now(), compiledPolicies: deps.compiledPolicies, labeler: deps.labeler }, ctx, requester);
       const rawQuery = rawQueryOf(req);
       exchange = {
         deps,
