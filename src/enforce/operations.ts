@@ -1,9 +1,9 @@
 // Operations (SPEC §5, §7): $everything, the explain operation $disclosure-decision, the per-consent
-// $consent-enforcement-status, and whatever the policy's allowOperations lets through — each resource
+// $consent-enforcement-status, $security-label (§4.7), and whatever the policy's allowOperations lets through — each resource
 // of their answers still decided. Anything else is refused.
 import type { Bundle, Consent, Parameters, ParametersParameter, Resource } from '@medplum/fhirtypes';
 import { enforcementStatus } from '../decide/index.ts';
-import type { Decision } from '../decide/types.ts';
+import type { Decision, Obligation } from '../decide/types.ts';
 import { badRequest, forbidden, GatewayError, notFound, resourceBody } from '../fhir/outcome.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import { relativeReference } from '../provenance/build-context.ts';
@@ -12,6 +12,7 @@ import { holdsAuditEventScope, mayConcernPatient, parseScopes } from '../provena
 import { DisclosureSession } from './disclose.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { confineInstance, everything } from './interactions.ts';
+import { applyObligations } from './redact.ts';
 
 /** Explain and status are for administrators and auditors (SPEC §7). */
 function requireAuditor(x: Exchange): void {
@@ -120,6 +121,22 @@ async function consentEnforcementStatus(x: Exchange, resourceType: string, id: s
   return { status: 200, body: { resourceType: 'Parameters', parameter: consents.map((c) => statusParameter(c, x)) } };
 }
 
+/** The resource with its computed labels added; a Bundle's entries each labelled, in order (SPEC §4.7). */
+function labelled<T extends Resource>(x: Exchange, resource: T): T {
+  const computed = x.deps.labeler.label(resource);
+  const obligations = computed.added.map((coding): Obligation => ({ kind: 'add-security-label', coding }));
+  const result = applyObligations(resource, { outcome: 'permit', obligations, trace: [], breakGlassUsed: false, part2: false });
+  if (result.resourceType !== 'Bundle' || !Array.isArray(result.entry)) return result;
+  const entry = result.entry.map((e) => (e?.resource ? { ...e, resource: labelled(x, e.resource) } : e));
+  return { ...result, entry } as T;
+}
+
+/** `POST $security-label`: reads nothing upstream, stores nothing, discloses only what it was given (SPEC §4.7). */
+function securityLabel(x: Exchange): Reply {
+  const resource = resourceBody<Resource>(x.body, undefined, 'a FHIR resource or Bundle');
+  return { status: 200, body: labelled(x, resource) };
+}
+
 /** An operation the policy lets through: its answer is decided like any other read (SPEC §4.6 allowOperations). */
 async function allowedOperation(x: Exchange, method: string, name: string, resourceType?: string, id?: string): Promise<Reply> {
   const path = [resourceType, id, name].filter(Boolean).join('/');
@@ -156,6 +173,7 @@ async function allowedOperation(x: Exchange, method: string, name: string, resou
 export async function operation(x: Exchange, method: string, name: string, resourceType?: string, id?: string): Promise<Reply> {
   if (name === '$everything' && resourceType === 'Patient' && id && (method === 'GET' || method === 'HEAD')) return everything(x, id, x.query);
   if (name === '$disclosure-decision' && !resourceType && method === 'POST') return explain(x);
+  if (name === '$security-label' && !resourceType && method === 'POST') return securityLabel(x);
   if (name === '$consent-enforcement-status' && id && (resourceType === 'Consent' || resourceType === 'Patient') && method === 'GET') {
     return consentEnforcementStatus(x, resourceType, id);
   }
