@@ -5,6 +5,7 @@ import type { Bundle, Consent, Parameters, ParametersParameter, Resource } from 
 import { enforcementStatus } from '../decide/index.ts';
 import type { Decision, Obligation } from '../decide/types.ts';
 import { badRequest, forbidden, GatewayError, notFound, resourceBody } from '../fhir/outcome.ts';
+import type { SecurityLabeler } from '../label/index.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import { relativeReference } from '../provenance/build-context.ts';
 import { withinPatientContext } from '../provenance/confine.ts';
@@ -122,19 +123,19 @@ async function consentEnforcementStatus(x: Exchange, resourceType: string, id: s
 }
 
 /** The resource with its computed labels added; a Bundle's entries each labelled, in order (SPEC §4.7). */
-function labelled<T extends Resource>(x: Exchange, resource: T): T {
-  const computed = x.deps.labeler.label(resource);
+function labelled<T extends Resource>(labeler: SecurityLabeler, resource: T): T {
+  const computed = labeler.label(resource);
   const obligations = computed.added.map((coding): Obligation => ({ kind: 'add-security-label', coding }));
   const result = applyObligations(resource, { outcome: 'permit', obligations, trace: [], breakGlassUsed: false, part2: false });
   if (result.resourceType !== 'Bundle' || !Array.isArray(result.entry)) return result;
-  const entry = result.entry.map((e) => (e?.resource ? { ...e, resource: labelled(x, e.resource) } : e));
+  const entry = result.entry.map((e) => (e?.resource ? { ...e, resource: labelled(labeler, e.resource) } : e));
   return { ...result, entry } as T;
 }
 
 /** `POST $security-label`: reads nothing upstream, stores nothing, discloses only what it was given (SPEC §4.7). */
-function securityLabel(x: Exchange): Reply {
-  const resource = resourceBody<Resource>(x.body, undefined, 'a FHIR resource or Bundle');
-  return { status: 200, body: labelled(x, resource) };
+export function securityLabel(labeler: SecurityLabeler, body: Buffer | undefined): Reply {
+  const resource = resourceBody<Resource>(body, undefined, 'a FHIR resource or Bundle');
+  return { status: 200, body: labelled(labeler, resource) };
 }
 
 /** An operation the policy lets through: its answer is decided like any other read (SPEC §4.6 allowOperations). */
@@ -173,7 +174,6 @@ async function allowedOperation(x: Exchange, method: string, name: string, resou
 export async function operation(x: Exchange, method: string, name: string, resourceType?: string, id?: string): Promise<Reply> {
   if (name === '$everything' && resourceType === 'Patient' && id && (method === 'GET' || method === 'HEAD')) return everything(x, id, x.query);
   if (name === '$disclosure-decision' && !resourceType && method === 'POST') return explain(x);
-  if (name === '$security-label' && !resourceType && method === 'POST') return securityLabel(x);
   if (name === '$consent-enforcement-status' && id && (resourceType === 'Consent' || resourceType === 'Patient') && method === 'GET') {
     return consentEnforcementStatus(x, resourceType, id);
   }

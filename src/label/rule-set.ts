@@ -20,7 +20,9 @@ const ruleSchema = z
     /** Hierarchical systems (ICD-10-CM): a code matches when it starts with one of these (dots ignored). */
     prefixes: z.array(z.string().min(1)).optional(),
     /** ICD-10-CM category ranges, inclusive, e.g. ["F10", "F19"]. */
-    ranges: z.array(z.tuple([z.string().regex(categoryPattern), z.string().regex(categoryPattern)])).optional(),
+    ranges: z
+      .array(z.tuple([z.string().regex(categoryPattern), z.string().regex(categoryPattern)]).refine(([from, to]) => from[0] === to[0] && from <= to, 'a range stays within one ICD-10-CM letter, low to high'))
+      .optional(),
     /** Prefixes that never match this rule (F17 nicotine inside F10–F19). */
     exclude: z.array(z.string().min(1)).optional(),
     /** Flat systems (SNOMED CT, LOINC, RxNorm): explicit codes. */
