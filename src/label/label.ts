@@ -72,6 +72,7 @@ export class SecurityLabeler {
   /** system → code → rules, for flat code systems. */
   private readonly codes = new Map<string, Map<string, Hit[]>>();
   private readonly confidentiality: Coding | undefined;
+  private readonly scratch: LabelReason[] = [];
   readonly enabled: boolean;
   readonly ruleSets: readonly LabelRuleSet[];
 
@@ -104,29 +105,43 @@ export class SecurityLabeler {
     if (!this.enabled) return NO_LABELS;
     const elements = codedElements[resource.resourceType];
     if (elements === undefined) return NO_LABELS;
-    const reasons: LabelReason[] = [];
+    // Reused across calls (labeling is synchronous): most resources match nothing and allocate nothing.
+    const reasons = this.scratch;
+    reasons.length = 0;
     const r = resource as unknown as Json;
-    for (const element of elements) this.matchConcepts(r[element], reasons);
-    if (resource.resourceType === 'Observation') for (const c of (r.component as Json[] | undefined) ?? []) {
+    for (let i = 0; i < elements.length; i++) this.matchConcepts(r[elements[i]], reasons);
+    const components = r.component;
+    if (Array.isArray(components)) for (const c of components as Json[]) {
       this.matchConcepts(c.code, reasons);
       this.matchConcepts(c.valueCodeableConcept, reasons);
     }
-    if (medicationTypes.has(resource.resourceType)) this.matchConcepts(containedMedicationCode(r), reasons);
+    if (r.medicationReference !== undefined && medicationTypes.has(resource.resourceType)) this.matchConcepts(containedMedicationCode(r), reasons);
     if (reasons.length === 0) return NO_LABELS;
-    return this.withoutPresent(resource.meta?.security ?? [], reasons);
+    return this.withoutPresent(resource.meta?.security ?? [], reasons.slice());
   }
 
+  /** One CodeableConcept or an array of them (Encounter.reasonCode, DiagnosticReport.conclusionCode). */
   private matchConcepts(value: unknown, reasons: LabelReason[]): void {
     if (!value || typeof value !== 'object') return;
-    for (const concept of (Array.isArray(value) ? value : [value]) as CodeableConcept[]) {
-      for (const coding of concept?.coding ?? []) if (coding.system && coding.code) this.matchCoding(coding.system, coding.code, reasons);
+    if (!Array.isArray(value)) return this.matchConcept(value as CodeableConcept, reasons);
+    for (let i = 0; i < value.length; i++) this.matchConcept(value[i] as CodeableConcept, reasons);
+  }
+
+  private matchConcept(concept: CodeableConcept | undefined, reasons: LabelReason[]): void {
+    const codings = concept?.coding;
+    if (!codings) return;
+    for (let i = 0; i < codings.length; i++) {
+      const { system, code } = codings[i];
+      if (system && code) this.matchCoding(system, code, reasons);
     }
   }
 
   private matchCoding(system: string, code: string, reasons: LabelReason[]): void {
-    const exact = this.codes.get(system)?.get(code);
-    if (exact) for (const hit of exact) pushHit(hit, system, code, reasons);
-    if (system !== ICD10CM) return;
+    if (system !== ICD10CM) {
+      const exact = this.codes.get(system)?.get(code);
+      if (exact) for (const hit of exact) pushHit(hit, system, code, reasons);
+      return;
+    }
     const normal = normaliseIcd(code);
     for (let length = 3; length <= normal.length; length++) {
       const hits = this.prefixes.get(normal.slice(0, length));
