@@ -5,6 +5,9 @@ import { after, before, describe, test } from 'node:test';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { demoResources, LABELING_DEMO_PATIENT } from '../../src/embedded/demo-data.ts';
 import { personaClaims } from '../../src/embedded/personas.ts';
+// @ts-expect-error the console's browser module is plain JavaScript without types
+import { computedLabelsText, summarise } from '../../src/console/static/audit-model.js';
+import { journalEvents, requestIdOf } from '../reliability/support.ts';
 import { startHarness, type Harness } from '../support/harness.ts';
 
 const ids = (b: Bundle): string[] => (b.entry ?? []).flatMap((e) => (e.resource?.id ? [e.resource.id] : [])).sort();
@@ -27,6 +30,17 @@ describe('demo: a consent by category protects unlabelled data', () => {
     const token = await h.token(personaClaims('clinician-bob'));
     const shown = (await Promise.all(surfaces.map(async (s) => ids((await h.request(s, { token })).body)))).flat().sort();
     assert.deepEqual(shown, ['p3-bp', 'p3-nicotine', 'p3-smoking']);
+  });
+
+  test('the why view says which computed label decided a withheld record', async () => {
+    const token = await h.token(personaClaims('clinician-bob'));
+    const requestId = 'demo-why-labels';
+    assert.equal((await h.request('Condition/p3-alcoholism', { token, headers: { 'x-request-id': requestId } })).status, 404);
+    const [event] = (await journalEvents(h.auditDir)).filter((e) => requestIdOf(e) === requestId && e.entity?.some((x) => x.what?.reference?.startsWith('Condition/')));
+    const withheld = summarise(event).resources.find((r: { reference: string }) => r.reference.startsWith('Condition/p3-alcoholism'));
+    assert.deepEqual(computedLabelsText(withheld.rules), [
+      'ETHUD (rule set substance-use, from http://snomed.info/sct|7200002)',
+    ]);
   });
 
   test('Dr A: everything, with the computed labels in meta.security', async () => {
