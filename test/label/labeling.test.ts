@@ -35,12 +35,21 @@ function dataFor(c: Category, mode: Mode): { sensitive: Resource[]; control: Res
 
 const modes: Mode[] = ['deny', 'permit', 'none'];
 function allResources(): Resource[] {
-  return categories.flatMap((c) =>
+  return [containerOf(patientOf(categories[0], 'deny')), ...categories.flatMap((c) =>
     modes.flatMap((mode) => {
       const { sensitive, control } = dataFor(c, mode);
       return [{ resourceType: 'Patient', id: patientOf(c, mode) } as Resource, ...sensitive, ...control, ...consentFor(c, mode)];
     }),
-  );
+  )];
+}
+
+/** A CarePlan holding an unlabelled SUD Condition as a contained resource (SPEC §5: contained resources are decided). */
+function containerOf(patient: string): Resource {
+  return {
+    resourceType: 'CarePlan', id: `${patient}-plan`, status: 'active', intent: 'plan', subject: { reference: `Patient/${patient}` },
+    contained: [{ resourceType: 'Condition', id: 'dx', subject: { reference: `Patient/${patient}` }, code: { coding: [{ system: 'http://hl7.org/fhir/sid/icd-10-cm', code: 'F14.20' }] } }],
+    addresses: [{ reference: '#dx' }],
+  } as Resource;
 }
 
 const labelsOf = (r: Resource): string[] => (r.meta?.security ?? []).map((s) => s.code ?? '');
@@ -109,6 +118,13 @@ describe('computed security labels decide unlabelled data (SPEC §4.7)', () => {
     assert.ok(history.status === 404 || !ids(history.body).includes(sensitive[0].id ?? ''), 'history shows no withheld version');
     assert.equal(batch.body.entry[0].response.status.slice(0, 3), '404');
     assert.equal(batch.body.entry[1].response.status.slice(0, 3), '200');
+  });
+
+  test('a contained resource is labelled and decided too: removed from its released container', async () => {
+    const read = await h.request(`CarePlan/${patientOf(categories[0], 'deny')}-plan`, { token });
+    assert.equal(read.status, 200);
+    assert.equal(read.body.contained, undefined, JSON.stringify(read.body.contained));
+    assert.doesNotMatch(read.text, /F14\.20/);
   });
 
   test('the audit names the rule set and the system and code that labelled a withheld resource', async () => {
