@@ -38,21 +38,21 @@ interface Hit {
 
 type Json = Record<string, unknown>;
 
-/** The coded elements a resource's sensitivity depends on, per type (SPEC §4.7). */
-const codedElements: Readonly<Record<string, readonly string[]>> = {
-  Condition: ['code'],
-  Observation: ['code', 'valueCodeableConcept'],
-  DiagnosticReport: ['code', 'conclusionCode'],
-  Procedure: ['code'],
-  ServiceRequest: ['code'],
-  MedicationRequest: ['medicationCodeableConcept'],
-  MedicationStatement: ['medicationCodeableConcept'],
-  MedicationAdministration: ['medicationCodeableConcept'],
-  MedicationDispense: ['medicationCodeableConcept'],
-  Medication: ['code'],
-  Encounter: ['reasonCode'],
-  AllergyIntolerance: ['code'],
-};
+/** The coded elements a resource's sensitivity depends on, per type (SPEC §4.7). A Map: one hashed lookup per resource. */
+const codedElements: ReadonlyMap<string, readonly string[]> = new Map([
+  ['Condition', ['code']],
+  ['Observation', ['code', 'valueCodeableConcept']],
+  ['DiagnosticReport', ['code', 'conclusionCode']],
+  ['Procedure', ['code']],
+  ['ServiceRequest', ['code']],
+  ['MedicationRequest', ['medicationCodeableConcept']],
+  ['MedicationStatement', ['medicationCodeableConcept']],
+  ['MedicationAdministration', ['medicationCodeableConcept']],
+  ['MedicationDispense', ['medicationCodeableConcept']],
+  ['Medication', ['code']],
+  ['Encounter', ['reasonCode']],
+  ['AllergyIntolerance', ['code']],
+]);
 const medicationTypes = new Set(['MedicationRequest', 'MedicationStatement', 'MedicationAdministration', 'MedicationDispense']);
 
 /** ICD-10-CM codes compare without the dot and in upper case (F10.20 ≡ F1020). */
@@ -103,19 +103,22 @@ export class SecurityLabeler {
   /** The labels the rules give this resource, minus those it already carries; never removes or lowers one. */
   label(resource: Resource): ComputedLabels {
     if (!this.enabled) return NO_LABELS;
-    const elements = codedElements[resource.resourceType];
+    const type = resource.resourceType;
+    const elements = codedElements.get(type);
     if (elements === undefined) return NO_LABELS;
     // Reused across calls (labeling is synchronous): most resources match nothing and allocate nothing.
     const reasons = this.scratch;
     reasons.length = 0;
     const r = resource as unknown as Json;
     for (let i = 0; i < elements.length; i++) this.matchConcepts(r[elements[i]], reasons);
-    const components = r.component;
-    if (Array.isArray(components)) for (const c of components as Json[]) {
-      this.matchConcepts(c.code, reasons);
-      this.matchConcepts(c.valueCodeableConcept, reasons);
+    if (type === 'Observation' && Array.isArray(r.component)) {
+      for (const c of r.component as Json[]) {
+        this.matchConcepts(c.code, reasons);
+        this.matchConcepts(c.valueCodeableConcept, reasons);
+      }
+    } else if (medicationTypes.has(type) && r.medicationReference !== undefined) {
+      this.matchConcepts(containedMedicationCode(r), reasons);
     }
-    if (r.medicationReference !== undefined && medicationTypes.has(resource.resourceType)) this.matchConcepts(containedMedicationCode(r), reasons);
     if (reasons.length === 0) return NO_LABELS;
     return this.withoutPresent(resource.meta?.security ?? [], reasons.slice());
   }
