@@ -13,7 +13,7 @@ import { confidentialityRank } from '../../src/decide/terminology.ts';
 import { applyObligations } from '../../src/enforce/redact.ts';
 import { V3_ACT_CODE, V3_CONFIDENTIALITY } from '../../src/fhir/systems.ts';
 import { loadRuleSet, loadRuleSets, SecurityLabeler, SHIPPED_RULE_FILES, SHIPPED_RULES_DIR } from '../../src/label/index.ts';
-import { inputs, NOW, policyWith, who } from '../decide/fixtures.ts';
+import { act, consent, inputs, NOW, observation, policyWith, who } from '../decide/fixtures.ts';
 import { categories, factResource, ICD, LOINC, RXNORM, SCT } from './categories.ts';
 
 const labeler = new SecurityLabeler(loadRuleSets(), { enabled: true });
@@ -73,6 +73,22 @@ describe('shipped rule sets', () => {
   test('disabled, it labels nothing', () => {
     assert.deepEqual(codesOf(condition(ICD, 'F10.20'), new SecurityLabeler(loadRuleSets(), { enabled: false })), []);
   });
+});
+
+describe('the older ETH code and SUD match each other (SPEC §4.7)', () => {
+  const rows = [
+    { consent: 'SUD', label: 'ETH', outcome: 'deny' },
+    { consent: 'ETH', label: 'OPIOIDUD', outcome: 'deny' },
+    { consent: 'ETH', label: 'SUD', outcome: 'deny' },
+    { consent: 'ETHUD', label: 'ETH', outcome: 'permit' },
+    { consent: 'ETH', label: 'PSY', outcome: 'permit' },
+  ];
+  for (const row of rows) {
+    test(`deny ${row.consent} on a resource labelled ${row.label} → ${row.outcome}`, () => {
+      const compiled = compile(inputs([consent('c-eth', { type: 'deny', securityLabel: [act(row.consent)] })]), who.drA(), policyWith({}), NOW);
+      assert.equal(evaluate(compiled, observation('o1', [act(row.label)])).outcome, row.outcome);
+    });
+  }
 });
 
 describe('a rule file that cannot be loaded is named', () => {
