@@ -76,8 +76,6 @@ export class DisclosureSession {
   private readonly compiled = new Map<string, CompiledPatientPolicy>();
   /** Patients of each resource met in this request: found once in prepare(), read again in decide(). */
   private readonly patientsSeen = new WeakMap<Resource, readonly string[]>();
-  /** Computed labels of each resource met in this request: labelled once, decided for every patient (SPEC §4.7). */
-  private readonly labelsSeen = new WeakMap<Resource, ComputedLabels>();
   /** Scope verdicts per type and interaction: granular queries are evaluated per resource, the rest once. */
   private readonly scopeByType = new Map<string, ReturnType<typeof grantedQueries>>();
   private readonly accounts = new Map<string, PatientAccount>();
@@ -134,13 +132,9 @@ export class DisclosureSession {
     return patients;
   }
 
+  /** SPEC §4.7: labelled once per decision, the same labels then decided under every patient's rules. */
   private labelsOf(resource: Resource): ComputedLabels {
-    let labels = this.labelsSeen.get(resource);
-    if (!labels) {
-      labels = this.deps.labeler.label(resource);
-      this.labelsSeen.set(resource, labels);
-    }
-    return labels;
+    return this.deps.labeler.label(resource);
   }
 
   /** A stored Bundle is released whole or not at all: only when every resource in it may be released unchanged. */
