@@ -72,6 +72,16 @@ interface PatientAccount {
   consentDecisions: Map<string, PatientDisclosure['consentDecisions'][number]>;
 }
 
+/** The labeling entries of a trace, once each (several patients' decisions repeat them); undefined when none. */
+function labelTrace(trace: readonly TraceEntry[]): TraceEntry[] | undefined {
+  let out: TraceEntry[] | undefined;
+  for (const t of trace) {
+    if (t.layer !== 'security-label' || out?.some((x) => x.rule === t.rule && x.reason === t.reason)) continue;
+    (out ??= []).push(t);
+  }
+  return out;
+}
+
 export class DisclosureSession {
   private readonly compiled = new Map<string, CompiledPatientPolicy>();
   /** Patients of each resource met in this request: found once in prepare(), read again in decide(). */
@@ -254,9 +264,11 @@ export class DisclosureSession {
       return;
     }
     const paths = decision.obligations.flatMap((o) => (o.kind === 'redact' ? [o.path] : []));
+    // SPEC §4.7: the audit names the rule set, system and code of each label a released resource gained.
+    const labelled = labelTrace(decision.trace);
     for (const id of patients) {
       const account = this.account(id, decision);
-      account.released.push({ reference: ref, versionId, breakGlassUsed: decision.breakGlassUsed || undefined, part2: decision.part2 || undefined });
+      account.released.push({ reference: ref, versionId, breakGlassUsed: decision.breakGlassUsed || undefined, part2: decision.part2 || undefined, labelled });
       if (paths.length > 0) account.redacted.push({ reference: ref, versionId, paths, trace: decision.trace });
     }
   }

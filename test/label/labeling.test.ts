@@ -138,6 +138,20 @@ describe('computed security labels decide unlabelled data (SPEC §4.7)', () => {
     assert.match(text, /computed label ETHUD from http:\/\/hl7\.org\/fhir\/sid\/icd-10-cm\|F10\.20/);
   });
 
+  test('the audit of a released resource names the labels it gained; an unlabelled one stays a plain entry', async () => {
+    const c = categories[2];
+    const [r] = dataFor(c, 'permit').sensitive;
+    const control = dataFor(c, 'permit').control[1]; // the nicotine Condition
+    const requestId = 'labeling-audit-released';
+    const search = await h.request(`Condition?patient=Patient/${patientOf(c, 'permit')}`, { token, headers: { 'x-request-id': requestId } });
+    assert.equal(search.status, 200);
+    const entities = (await journalEvents(h.auditDir)).filter((e) => requestIdOf(e) === requestId).flatMap((e) => e.entity ?? []);
+    const entityOf = (ref: string) => entities.find((e) => e.what?.reference?.startsWith(ref));
+    assert.match(JSON.stringify(entityOf(readPath(r))), /label:substance-use.*computed label OPIOIDUD from http:\/\/hl7\.org\/fhir\/sid\/icd-10-cm\|F11\.20/);
+    assert.ok(entityOf(readPath(control)), 'the control is audited as released');
+    assert.doesNotMatch(JSON.stringify(entityOf(readPath(control))), /security-label/);
+  });
+
   test('$disclosure-decision explains a computed label with its rule set', async () => {
     const c = categories[3];
     const [r] = dataFor(c, 'deny').sensitive;

@@ -34,7 +34,7 @@ function traceTable(s, consentDecisions) {
     if (r.part2) notes.push('42 CFR Part 2 data');
     // SPEC §4.7: the upstream never labelled it; the gateway's rule sets did, and the decision read those labels.
     const computed = computedLabelsText(r.rules);
-    if (computed.length) notes.push(`decided on labels the gateway computed from its codes: ${computed.join('; ')}`);
+    if (computed.length) notes.push(`${r.disposition === 'released' ? 'labelled' : 'decided on labels computed'} by the gateway from its codes: ${computed.join('; ')}`);
     return h(
       'tr',
       { class: `disposition-${r.disposition}` },
