@@ -22,6 +22,7 @@ COPY bin ./bin
 COPY profiles ./profiles
 COPY fixtures ./fixtures
 COPY src/decide/terminology ./dist/decide/terminology
+COPY src/label/rules ./dist/label/rules
 COPY src/console/static ./dist/console/static
 # The trimmed R4 definitions (src/fhir/definitions.ts): ~45 MB less resident memory per process.
 RUN node bin/disclosure-gateway.js prepare-definitions

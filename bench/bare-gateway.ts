@@ -14,6 +14,7 @@ import { policySchema } from '../src/config/policy.ts';
 import { CursorCodec } from '../src/enforce/cursor.ts';
 import { fhirErrorHandler, fhirRouter, type AuditSink } from '../src/enforce/pipeline.ts';
 import { loadFhirDefinitions } from '../src/fhir/definitions.ts';
+import { labelerFromPolicy } from '../src/label/index.ts';
 import { createLogger } from '../src/ops/logger.ts';
 import { createMetrics } from '../src/ops/metrics.ts';
 import { PolicyStore } from '../src/policy/index.ts';
@@ -59,6 +60,7 @@ export async function startBareGateway(opts: BareGatewayOptions): Promise<BareGa
       upstream,
       store,
       compiledPolicies: new CompiledPolicyCache({ policy }),
+      labeler: labelerFromPolicy(policy.labeling),
       cursors: new CursorCodec(),
       metrics: createMetrics(),
       logger: createLogger('silent'),

@@ -10,6 +10,7 @@ import { DisclosureSession, type PolicySource } from '../src/enforce/disclose.ts
 import { listingBundle, runListing, type ListingRequest } from '../src/enforce/listing.ts';
 import { loadSyntheaBundles } from '../src/embedded/upstream/index.ts';
 import { loadFhirDefinitions } from '../src/fhir/definitions.ts';
+import { labelerFromPolicy } from '../src/label/index.ts';
 import { buildRequestContext } from '../src/provenance/build-context.ts';
 import type { UpstreamClient } from '../src/upstream/index.ts';
 import { REQUESTER, syntheticObservation, withholdingConsents } from './data.ts';
@@ -22,6 +23,7 @@ interface Case {
 }
 
 const policy = policySchema.parse({});
+const labeler = labelerFromPolicy(policy.labeling);
 const requester: Requester = { fhirUser: REQUESTER, references: [REQUESTER], identifiers: [], purposes: ['TREAT'], breakGlass: false, clientKind: 'user', action: 'access' };
 
 function pageText(templates: readonly Observation[], c: Case): string {
@@ -71,7 +73,7 @@ async function measure(templates: readonly Observation[], c: Case): Promise<{ ga
   };
   let released = 0;
   const gatewayMs = await timeIt(async () => {
-    const session = new DisclosureSession({ policies, policy, now: new Date('2025-06-15T12:00:00Z') }, ctx, requester);
+    const session = new DisclosureSession({ policies, policy, now: new Date('2025-06-15T12:00:00Z'), labeler }, ctx, requester);
     const result = await runListing(upstream, session, request, 'http://gateway.test/fhir', { requestId: 'scale' });
     released = result.entries.length;
     JSON.stringify(listingBundle('searchset', result, { self: 'http://gateway.test/fhir/Observation' }, []));

@@ -14,6 +14,7 @@ import { CursorCodec } from './enforce/cursor.ts';
 import { fhirErrorHandler, fhirRouter, type AuditSink } from './enforce/pipeline.ts';
 import type { SmartConfiguration } from './enforce/capabilities.ts';
 import { loadFhirDefinitions } from './fhir/definitions.ts';
+import { labelerFromPolicy } from './label/index.ts';
 import { operationOutcome } from './fhir/outcome.ts';
 import { createLogger, type Logger } from './ops/logger.ts';
 import { createMetrics, type GatewayMetrics } from './ops/metrics.ts';
@@ -61,6 +62,8 @@ export interface GatewayOptions {
 export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   loadFhirDefinitions();
   const { settings } = opts;
+  // SPEC §4.7: a rule file that cannot be loaded stops start-up, naming the file.
+  const labeler = labelerFromPolicy(settings.policy.labeling);
   const logger = opts.logger ?? createLogger(settings.LOG_LEVEL);
   const metrics = createMetrics();
   const publicBaseUrl = (opts.publicBaseUrl ?? settings.PUBLIC_BASE_URL ?? `http://${settings.HOST}:${settings.PORT}`).replace(/\/+$/, '');
@@ -140,6 +143,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       upstream,
       store,
       compiledPolicies: new CompiledPolicyCache({ policy: settings.policy }),
+      labeler,
       cursors: new CursorCodec(settings.CURSOR_SECRET),
       metrics,
       logger,

@@ -231,7 +231,7 @@ function resourceOutcomes(patient: PatientDisclosure): ResourceOutcome[] {
       reference: r.reference,
       versionId: r.versionId,
       disposition: 'released',
-      trace: [],
+      trace: r.labelled ?? [],
       paths: [],
       breakGlassUsed: r.breakGlassUsed === true,
       part2: r.part2 === true,
@@ -294,7 +294,7 @@ function resourceEntity(outcome: ResourceOutcome, shape: Shape, fallbackType: st
   const type = asReadData ? SYSTEM_OBJECT_TYPE : resourceTypeCoding(resourceType ?? 'Resource');
   const reference = slash !== -1 || fallbackType === undefined ? outcome.reference : `${fallbackType}/${outcome.reference}`;
   const what = { reference: versioned(reference, outcome.versionId) };
-  if (outcome.disposition === 'released' && !outcome.breakGlassUsed && !outcome.part2) {
+  if (outcome.disposition === 'released' && !outcome.breakGlassUsed && !outcome.part2 && outcome.trace.length === 0) {
     return { extension: RELEASED_DISPOSITION, what, type, role: DOMAIN_RESOURCE_ROLE };
   }
   const extension: Extension[] = [{ url: DG_EXT_AUDIT_DISPOSITION, valueCode: outcome.disposition }];

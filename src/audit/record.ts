@@ -28,6 +28,8 @@ export interface ReleasedResource {
   /** Released only because break-the-glass was in effect. */
   readonly breakGlassUsed?: boolean;
   readonly part2?: boolean;
+  /** Labels the labeling service computed for it (SPEC §4.7): rule set, system and code; absent when none. */
+  readonly labelled?: readonly TraceEntry[];
 }
 
 export interface WithheldResource {

@@ -32,6 +32,16 @@ export const policySchema = z
       .strict()
       .default({ ttlSeconds: 30, maxPatients: 10_000 }),
     allowOperations: z.array(z.string().regex(/^\$[A-Za-z][A-Za-z0-9-]*$/)).default([]),
+    // SPEC §4.7: computed sensitivity labels; a partial object keeps `enabled: true`.
+    labeling: z
+      .object({
+        enabled: z.boolean().default(true),
+        confidentiality: z.enum(['R', 'V']).optional(),
+        /** Extra rule files (JSON, src/label/rules format), relative to the policy file. */
+        rules: z.array(z.string().min(1)).optional(),
+      })
+      .strict()
+      .default({ enabled: true }),
   })
   .strict();
 

@@ -1,5 +1,6 @@
 // Settings from the environment and an optional GATEWAY_CONFIG file (SPEC §2), validated with zod.
 import { readFileSync } from 'node:fs';
+import { dirname, resolve as resolvePath } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { policySchema, type DecisionPolicy } from './policy.ts';
@@ -78,5 +79,6 @@ export function loadPolicy(path: string | undefined): DecisionPolicy {
   if (!path) return policySchema.parse({});
   const parsed = policySchema.safeParse(readStructured(path, 'POLICY_FILE'));
   if (!parsed.success) throw new SettingsError(`invalid POLICY_FILE ${path}: ${describe(parsed.error, 'policy.')}`);
-  return parsed.data;
+  const rules = parsed.data.labeling.rules?.map((file) => resolvePath(dirname(path), file));
+  return rules ? { ...parsed.data, labeling: { ...parsed.data.labeling, rules } } : parsed.data;
 }

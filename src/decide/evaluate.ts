@@ -3,6 +3,7 @@
 // (§4.1) or the implicit policy (§4.5) → 42 CFR Part 2 (§4.4) → inline-label redaction (§5).
 import type { Coding, Resource } from '@medplum/fhirtypes';
 import { PART2_NOTICE, V3_ACT_CODE, V3_OBSERVATION_VALUE } from '../fhir/systems.ts';
+import type { ComputedLabels, LabelReason } from '../label/label.ts';
 import type { CompiledConsent, CompiledPatientPolicy, CompiledProvision, ResourceMatcher } from './compile.ts';
 import { labelledElements, ResourceFacts } from './resource-facts.ts';
 import { RANK_N } from './terminology.ts';
@@ -47,12 +48,25 @@ const btgTrace: TraceEntry = Object.freeze({
   reason: 'released only because authorised break-the-glass was in effect',
 });
 
-export function evaluate(compiled: CompiledPatientPolicy, resource: Resource): Decision {
-  const facts = new ResourceFacts(resource);
+/** SPEC §4.7: the trace names the rule set and the system and code that labelled. */
+const labelTrace = (r: LabelReason): TraceEntry => ({
+  layer: 'security-label',
+  effect: 'labelled',
+  rule: `label:${r.ruleSet}`,
+  reason: `computed label ${r.label.code} from ${r.system}|${r.code}`,
+});
+
+/** Decides one resource; `computed` are the labels the labeling step added (SPEC §4.7), decided like any other. */
+export function evaluate(compiled: CompiledPatientPolicy, resource: Resource, computed?: ComputedLabels): Decision {
+  const labelled = computed !== undefined && computed.added.length > 0;
+  const facts = labelled ? new ResourceFacts(resource, computed.added) : new ResourceFacts(resource);
   const trace: TraceEntry[] = compiled.ignored.length > 0 ? compiled.ignored.slice() : [];
+  if (labelled) for (const r of computed.reasons) trace.push(labelTrace(r));
   const obligations: Obligation[] = [];
   const core = decide(compiled, facts, trace, obligations);
   if (core === DENY) return { outcome: 'deny', obligations, trace, breakGlassUsed: false, part2: facts.part2 };
+  // A released resource carries its computed labels so that downstream systems honour them (DS4P).
+  if (labelled) for (const coding of computed.added) obligations.push({ kind: 'add-security-label', coding });
   let outcome: Decision['outcome'] = 'permit';
   if (facts.processInline) {
     // SPEC §5: each labelled element is decided as if the resource carried its labels too.

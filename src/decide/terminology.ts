@@ -26,9 +26,14 @@ export const RANK_V = confidentialityOrder.indexOf('V');
 
 const sensitivityParents: Readonly<Record<string, readonly string[]>> = sensitivity.parentsOf;
 
-/** A sensitivity code and every code below it (SUD → SUD, ETHUD, OPIOIDUD), SPEC §4.1. */
+const sensitivitySameAs: Readonly<Record<string, string>> = sensitivity.sameAs;
+
+/** A sensitivity code and every code below it (SUD → SUD, ETHUD, OPIOIDUD), SPEC §4.1; ETH ≡ SUD (§4.7). */
 export function sensitivityWithDescendants(code: string): string[] {
   const out = new Set<string>([code]);
+  for (const [older, current] of Object.entries(sensitivitySameAs)) {
+    if (code === older || code === current) out.add(older).add(current);
+  }
   let grew = true;
   while (grew) {
     grew = false;

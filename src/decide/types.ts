@@ -54,13 +54,15 @@ export type RuleLayer =
   /** SMART scopes or patient context (decided by enforcement, recorded in the same trace shape). */
   | 'scope'
   /** Data that is not about a patient, or audit records governed by auditor scopes. */
-  | 'not-patient-data';
+  | 'not-patient-data'
+  /** A label the labeling service computed from the resource's codes (SPEC §4.7). */
+  | 'security-label';
 
 /** One rule that mattered (or was ignored) for a decision. No patient data: ids, codes and fixed wording only. */
 export interface TraceEntry {
   readonly layer: RuleLayer;
-  readonly effect: 'permit' | 'deny' | 'redact' | 'ignored' | 'not-applicable';
-  /** The rule's resource (`Consent/c1`, `Flag/h1`) or `implicit:<policy>`. */
+  readonly effect: 'permit' | 'deny' | 'redact' | 'ignored' | 'not-applicable' | 'labelled';
+  /** The rule's resource (`Consent/c1`, `Flag/h1`), `implicit:<policy>`, or `label:<rule set>`. */
   readonly rule: string;
   /** Provision path inside a consent, e.g. `provision.provision[1]`. */
   readonly provision?: string;

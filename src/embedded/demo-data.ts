@@ -156,6 +156,41 @@ function harmFlag(id: string, author: string, ground: string, withheld: string):
   };
 }
 
+// Patient p3: Synthea-style records that arrive without any sensitivity label (SPEC §4.7). The labeling
+// service labels them from their codes, so p3's consent "no substance-use or mental-health data to
+// Dr Bob" protects them; the blood pressure and the tobacco records are controls (tobacco is not SUD).
+export const LABELING_DEMO_PATIENT = 'p3';
+const p3 = { reference: `Patient/${LABELING_DEMO_PATIENT}` };
+const coded = (system: string, code: string, display: string) => ({ coding: [{ system, code, display }], text: display });
+const SCT = 'http://snomed.info/sct';
+const unlabelled: Resource[] = [
+  { resourceType: 'Patient', id: LABELING_DEMO_PATIENT, name: [{ family: 'Example', given: ['Sam'] }], gender: 'male', birthDate: '1975-09-30', generalPractitioner: [{ reference: 'Practitioner/dr-a' }] },
+  { resourceType: 'Condition', id: 'p3-alcoholism', subject: p3, onsetDateTime: '2019-02-11', code: { coding: [{ system: SCT, code: '7200002', display: 'Alcoholism' }, { system: 'http://hl7.org/fhir/sid/icd-10-cm', code: 'F10.20', display: 'Alcohol dependence, uncomplicated' }] } },
+  { resourceType: 'Condition', id: 'p3-overdose', subject: p3, onsetDateTime: '2021-08-03', code: coded(SCT, '55680006', 'Drug overdose') },
+  { resourceType: 'MedicationRequest', id: 'p3-buprenorphine', status: 'active', intent: 'order', subject: p3, authoredOn: '2021-08-10', medicationCodeableConcept: coded('http://www.nlm.nih.gov/research/umls/rxnorm', '1010600', 'Buprenorphine 2 MG / Naloxone 0.5 MG Sublingual Film') },
+  { resourceType: 'Observation', id: 'p3-phq9', status: 'final', subject: p3, effectiveDateTime: '2024-02-01', code: coded('http://loinc.org', '44261-6', 'Patient Health Questionnaire-9 (PHQ-9) total score'), valueQuantity: { value: 16, unit: '{score}' } },
+  { resourceType: 'Observation', id: 'p3-bp', status: 'final', subject: p3, effectiveDateTime: '2024-02-01', code: coded('http://loinc.org', '8480-6', 'Systolic blood pressure'), valueQuantity: { value: 128, unit: 'mm[Hg]' } },
+  { resourceType: 'Observation', id: 'p3-smoking', status: 'final', subject: p3, effectiveDateTime: '2024-02-01', code: coded('http://loinc.org', '72166-2', 'Tobacco smoking status'), valueCodeableConcept: coded(SCT, '8517006', 'Former smoker') },
+  { resourceType: 'Condition', id: 'p3-nicotine', subject: p3, onsetDateTime: '2010-01-01', code: coded('http://hl7.org/fhir/sid/icd-10-cm', 'F17.210', 'Nicotine dependence, cigarettes, uncomplicated') },
+];
+
+const categoryConsent: Consent = {
+  resourceType: 'Consent',
+  id: 'c-p3-no-sud-mh-to-bob',
+  status: 'active',
+  scope: privacy,
+  category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0' }] }],
+  patient: p3,
+  dateTime: '2024-03-01T09:00:00Z',
+  policy: [{ uri: 'https://disclosure-gateway.org/policy/demo' }],
+  // Withheld by category: the records carry no label until the labeling service computes one.
+  provision: {
+    type: 'deny',
+    actor: [{ role: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP' }] }, reference: { reference: 'Practitioner/bob' } }],
+    securityLabel: [act('SUD'), act('MH')],
+  },
+};
+
 /** Everything the demo seeds besides the Synthea patients. */
 export function demoResources(): Resource[] {
   return [
@@ -169,6 +204,8 @@ export function demoResources(): Resource[] {
     harmFlag('harm-d1', 'Practitioner/dr-a', 'harm-life-safety', 'DiagnosticReport/d1'),
     // Invalid: Dr Bob has no care relationship with p1, so it is ignored (and the audit says so).
     harmFlag('harm-d2-invalid', 'Practitioner/bob', 'harm-life-safety', 'DiagnosticReport/d2'),
+    ...unlabelled,
+    categoryConsent,
   ];
 }
 

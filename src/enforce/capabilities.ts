@@ -44,6 +44,7 @@ export async function capabilityStatement(upstream: UpstreamClient, fhirBase: st
     operation: [
       { name: 'everything', definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything' },
       { name: 'disclosure-decision', definition: 'https://disclosure-gateway.org/fhir/OperationDefinition/disclosure-decision' },
+      { name: 'security-label', definition: 'https://disclosure-gateway.org/fhir/OperationDefinition/security-label' },
       { name: 'consent-enforcement-status', definition: 'https://disclosure-gateway.org/fhir/OperationDefinition/consent-enforcement-status' },
     ],
   }));

@@ -6,6 +6,7 @@ import type { PatientDisclosure, RedactedResource, ReleasedResource, WithheldRes
 import type { DecisionPolicy } from '../config/policy.ts';
 import { compile, evaluate, type CompiledPatientPolicy } from '../decide/index.ts';
 import type { Decision, Obligation, PatientPolicyInputs, Requester, TraceEntry } from '../decide/types.ts';
+import type { ComputedLabels, SecurityLabeler } from '../label/index.ts';
 import { patientsOf } from '../fhir/compartment.ts';
 import { loadFhirDefinitions } from '../fhir/definitions.ts';
 import type { RequestContext, ScopeInteraction } from '../provenance/context.ts';
@@ -85,6 +86,18 @@ interface DisclosureSessionDeps {
   readonly now: Date;
   /** Compiled policies shared across requests (per patient inputs, requester and minute); compiled afresh without it. */
   readonly compiledPolicies?: CompiledPolicyCache;
+  /** The labeling step run on every resource before it is decided (SPEC §4.7). */
+  readonly labeler: SecurityLabeler;
+}
+
+/** The labeling entries of a trace, once each (several patients' decisions repeat them); undefined when none. */
+function labelTrace(trace: readonly TraceEntry[]): TraceEntry[] | undefined {
+  let out: TraceEntry[] | undefined;
+  for (const t of trace) {
+    if (t.layer !== 'security-label' || out?.some((x) => x.rule === t.rule && x.reason === t.reason)) continue;
+    (out ??= []).push(t);
+  }
+  return out;
 }
 
 export class DisclosureSession {
@@ -143,6 +156,11 @@ export class DisclosureSession {
     return patients;
   }
 
+  /** SPEC §4.7: labelled once per decision, the same labels then decided under every patient's rules. */
+  private labelsOf(resource: Resource): ComputedLabels {
+    return this.deps.labeler.label(resource);
+  }
+
   /** A stored Bundle is released whole or not at all: only when every resource in it may be released unchanged. */
   private storedBundle(bundle: Bundle, access: ScopeInteraction): Decision {
     const trace: TraceEntry[] = [];
@@ -150,7 +168,8 @@ export class DisclosureSession {
     for (const entry of bundle.entry ?? []) {
       if (!entry.resource) continue;
       const inner = this.decideRaw(entry.resource, access, this.patientsOf(entry.resource));
-      if (inner.outcome !== 'permit' || inner.obligations.some((o) => o.kind !== 'harm-refusal')) {
+      // Computed labels alone do not change a stored copy enough to withhold it (SPEC §4.7 adds sensitivity, not secrecy).
+      if (inner.outcome !== 'permit' || inner.obligations.some((o) => o.kind !== 'harm-refusal' && o.kind !== 'add-security-label')) {
         const layer = inner.trace.find((t) => t.effect === 'deny' || t.effect === 'redact')?.layer ?? 'scope';
         const reason = 'a stored Bundle is released only when every resource in it may be released unchanged';
         return {
@@ -208,7 +227,8 @@ export class DisclosureSession {
       this.unpatientedPolicy ??= compile(noPatientInputs, this.requester, this.deps.policy, this.deps.now);
       return evaluate(this.unpatientedPolicy, resource);
     }
-    const decisions = patients.map((id) => evaluate(this.patientPolicy(id), resource));
+    const labels = this.labelsOf(resource);
+    const decisions = patients.map((id) => evaluate(this.patientPolicy(id), resource, labels));
     return combineDecisions(decisions);
   }
 
@@ -219,7 +239,7 @@ export class DisclosureSession {
     const removals: Obligation[] = [];
     const trace: TraceEntry[] = [];
     contained.forEach((inner, index) => {
-      const innerDecision = patients.length === 0 ? this.decideRaw(inner, access, []) : combineDecisions(patients.map((id) => evaluate(this.patientPolicy(id), inner)));
+      const innerDecision = patients.length === 0 ? this.decideRaw(inner, access, []) : combineDecisions(patients.map((id) => evaluate(this.patientPolicy(id), inner, this.labelsOf(inner))));
       if (innerDecision.outcome === 'deny') {
         removals.push({ kind: 'redact', path: `contained[${index}]`, reason: 'contained resource withheld' });
         trace.push(...innerDecision.trace);
@@ -260,9 +280,11 @@ export class DisclosureSession {
       return;
     }
     const paths = decision.obligations.flatMap((o) => (o.kind === 'redact' ? [o.path] : []));
+    // SPEC §4.7: the audit names the rule set, system and code of each label a released resource gained.
+    const labelled = labelTrace(decision.trace);
     for (const id of patients) {
       const account = this.account(id, decision);
-      account.released.push({ reference: ref, versionId, breakGlassUsed: decision.breakGlassUsed || undefined, part2: decision.part2 || undefined });
+      account.released.push({ reference: ref, versionId, breakGlassUsed: decision.breakGlassUsed || undefined, part2: decision.part2 || undefined, labelled });
       if (paths.length > 0) account.redacted.push({ reference: ref, versionId, paths, trace: decision.trace });
     }
   }

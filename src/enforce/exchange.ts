@@ -3,6 +3,7 @@
 import type { DecisionPolicy } from '../config/policy.ts';
 import type { Requester } from '../decide/types.ts';
 import type { GatewayMetrics } from '../ops/metrics.ts';
+import type { SecurityLabeler } from '../label/index.ts';
 import type { Logger } from '../ops/logger.ts';
 import type { PolicyStore } from '../policy/index.ts';
 import type { CompiledPolicyCache } from '../policy/compiled-cache.ts';
@@ -20,6 +21,8 @@ export interface GatewayDeps {
   readonly store: PolicyStore;
   /** Compiled patient policies reused across requests within a minute (src/policy/compiled-cache.ts). */
   readonly compiledPolicies: CompiledPolicyCache;
+  /** Computed sensitivity labels (SPEC §4.7), built at start-up from the policy's rule sets. */
+  readonly labeler: SecurityLabeler;
   readonly cursors: CursorCodec;
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;

@@ -1,10 +1,11 @@
 // Operations (SPEC §5, §7): $everything, the explain operation $disclosure-decision, the per-consent
-// $consent-enforcement-status, and whatever the policy's allowOperations lets through — each resource
+// $consent-enforcement-status, $security-label (§4.7), and whatever the policy's allowOperations lets through — each resource
 // of their answers still decided. Anything else is refused.
 import type { Bundle, Consent, Parameters, ParametersParameter, Resource } from '@medplum/fhirtypes';
 import { enforcementStatus } from '../decide/index.ts';
-import type { Decision } from '../decide/types.ts';
+import type { Decision, Obligation } from '../decide/types.ts';
 import { badRequest, forbidden, GatewayError, notFound, operationOutcome, resourceBody } from '../fhir/outcome.ts';
+import type { SecurityLabeler } from '../label/index.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import { relativeReference } from '../provenance/build-context.ts';
 import { withinPatientContext } from '../provenance/confine.ts';
@@ -12,8 +13,9 @@ import { holdsAuditEventScope, mayConcernPatient, parseScopes } from '../provena
 import { upstreamResource } from '../upstream/index.ts';
 import { DisclosureSession } from './disclose.ts';
 import type { Exchange, Reply } from './exchange.ts';
-import { assembledBundle, gatewayAuthored } from './reply.ts';
+import { assembledBundle, echoedToSender, gatewayAuthored } from './reply.ts';
 import { confineInstance, everything } from './interactions.ts';
+import { applyObligations } from './redact.ts';
 
 /** Explain and status are for administrators and auditors (SPEC §7). */
 function requireAuditor(x: Exchange): void {
@@ -86,7 +88,7 @@ async function explain(x: Exchange): Promise<Reply> {
   });
   const requester = await x.deps.store.resolveRequester(hypothetical);
   // The same session type enforcement uses, so that explain and enforcement cannot disagree.
-  const session = new DisclosureSession({ policies: x.deps.store, policy: x.deps.policy, now: x.deps.now(), compiledPolicies: x.deps.compiledPolicies }, hypothetical, requester);
+  const session = new DisclosureSession({ policies: x.deps.store, policy: x.deps.policy, now: x.deps.now(), compiledPolicies: x.deps.compiledPolicies, labeler: x.deps.labeler }, hypothetical, requester);
   await session.prepare([resource]);
   const verdict = session.decide(resource, 'r', { record: false });
   for (const id of verdict.patients) x.namedPatients.add(id);
@@ -120,6 +122,22 @@ async function consentEnforcementStatus(x: Exchange, resourceType: string, id: s
     consents = all.resources as Consent[];
   }
   return { status: 200, body: gatewayAuthored<Parameters>({ resourceType: 'Parameters', parameter: consents.map((c) => statusParameter(c, x)) }) };
+}
+
+/** The resource with its computed labels added; a Bundle's entries each labelled, in order (SPEC §4.7). */
+function labelled<T extends Resource>(labeler: SecurityLabeler, resource: T): T {
+  const computed = labeler.label(resource);
+  const obligations = computed.added.map((coding): Obligation => ({ kind: 'add-security-label', coding }));
+  const result = applyObligations(resource, { outcome: 'permit', obligations, trace: [], breakGlassUsed: false, part2: false });
+  if (result.resourceType !== 'Bundle' || !Array.isArray(result.entry)) return result;
+  const entry = result.entry.map((e) => (e?.resource ? { ...e, resource: labelled(labeler, e.resource) } : e));
+  return { ...result, entry } as T;
+}
+
+/** `POST $security-label`: reads nothing upstream, stores nothing, discloses only what it was given (SPEC §4.7). */
+export function securityLabel(labeler: SecurityLabeler, body: Buffer | undefined): Reply {
+  const resource = resourceBody<Resource>(body, undefined, 'a FHIR resource or Bundle');
+  return { status: 200, body: echoedToSender(labelled(labeler, resource)) };
 }
 
 /** An operation the policy lets through: its answer is decided like any other read (SPEC §4.6 allowOperations). */

@@ -13,6 +13,7 @@ import { capabilityStatement, smartConfigurationDocument, type SmartConfiguratio
 import { DisclosureSession } from './disclose.ts';
 import type { Exchange, GatewayDeps, Reply } from './exchange.ts';
 import { dispatch } from './dispatch.ts';
+import { securityLabel } from './operations.ts';
 import { auditInteraction, parseFhirRoute, type FhirRoute } from './route.ts';
 import { gatewayAuthored } from './reply.ts';
 
@@ -108,22 +109,27 @@ export function fhirRouter(deps: PipelineDeps): Router {
       const claims = await deps.verifier.verify(bearerToken(req.get('authorization')));
       // Known from the verified token even if the context below is refused (no purpose of use).
       verifiedClient = [claims.client_id, claims.azp, claims.sub].find((c): c is string => typeof c === 'string' && c.length > 0);
-      ctx = buildRequestContext(claims, { requestId, categoryHeader: req.headers.category }, deps.policy);
-      const requester = await deps.store.resolveRequester(ctx);
-      const session = new DisclosureSession({ policies: deps.store, policy: deps.policy, now: deps.now(), compiledPolicies: deps.compiledPolicies }, ctx, requester);
-      const rawQuery = rawQueryOf(req);
-      exchange = {
-        deps,
-        ctx,
-        requester,
-        session,
-        query: new URLSearchParams(rawQuery),
-        rawQuery,
-        headers: req.headers,
-        body: Buffer.isBuffer(req.body) && req.body.length > 0 ? req.body : undefined,
-        namedPatients: new Set(),
-      };
-      reply = await dispatch(exchange, route, req.method);
+      // SPEC §4.7: labeling discloses nothing it was not given, so any authenticated client may ask, purpose or not.
+      if (route.interaction === 'operation' && route.name === '$security-label' && route.resourceType === undefined && req.method === 'POST') {
+        reply = securityLabel(deps.labeler, Buffer.isBuffer(req.body) ? req.body : undefined);
+      } else {
+        ctx = buildRequestContext(claims, { requestId, categoryHeader: req.headers.category }, deps.policy);
+        const requester = await deps.store.resolveRequester(ctx);
+        const session = new DisclosureSession({ policies: deps.store, policy: deps.policy, now: deps.now(), compiledPolicies: deps.compiledPolicies, labeler: deps.labeler }, ctx, requester);
+        const rawQuery = rawQueryOf(req);
+        exchange = {
+          deps,
+          ctx,
+          requester,
+          session,
+          query: new URLSearchParams(rawQuery),
+          rawQuery,
+          headers: req.headers,
+          body: Buffer.isBuffer(req.body) && req.body.length > 0 ? req.body : undefined,
+          namedPatients: new Set(),
+        };
+        reply = await dispatch(exchange, route, req.method);
+      }
     } catch (err) {
       reply = errorReply(err, deps, requestId);
     }

@@ -1,7 +1,7 @@
 // What may leave the gateway as a FHIR body (SPEC §5 "no entry ever returns an undecided upstream body").
-// A Reply carries only `Releasable` content, and there are exactly three ways to make it: a decision
-// that released the resource (DisclosureSession.decide), a resource the gateway wrote itself, or a Bundle
-// assembled from entries that are themselves Releasable. Whatever the upstream answered is a plain
+// A Reply carries only `Releasable` content, and there are exactly four ways to make it: a decision
+// that released the resource (DisclosureSession.decide), a resource the gateway wrote itself, the client's
+// own body echoed back to it, or a Bundle assembled from entries that are themselves Releasable. Whatever the upstream answered is a plain
 // Resource and does not type-check as a reply until it has been decided.
 import type { Bundle, BundleEntry, BundleEntryResponse, CapabilityStatement, OperationOutcome, Parameters, Resource } from '@medplum/fhirtypes';
 
@@ -23,6 +23,11 @@ export function decidedRelease<T extends Resource>(resource: T): Releasable<T> {
 
 /** The gateway's own words: outcomes, explain/status Parameters, its CapabilityStatement. */
 export function gatewayAuthored<T extends OperationOutcome | Parameters | CapabilityStatement>(resource: T): Releasable<T> {
+  return resource as Releasable<T>;
+}
+
+/** The client's own request body handed back to it (`$security-label`): it holds nothing the client did not send. */
+export function echoedToSender<T extends Resource>(resource: T): Releasable<T> {
   return resource as Releasable<T>;
 }
 

@@ -33,8 +33,8 @@ export const badRequest = (text: string, code: IssueCode = 'invalid'): GatewayEr
 export const forbidden = (): GatewayError => new GatewayError(403, 'forbidden', 'access to the requested data is not permitted');
 export const notFound = (): GatewayError => new GatewayError(404, 'not-found', 'resource not found');
 
-/** A request body that must hold a resource of `resourceType`; anything else is a 400 saying what was expected. */
-export function resourceBody<T extends { resourceType?: string }>(body: Buffer | undefined, resourceType: string, what: string): T {
+/** A request body that must hold a resource of `resourceType` (any type when undefined); anything else is a 400 saying what was expected. */
+export function resourceBody<T extends { resourceType?: string }>(body: Buffer | undefined, resourceType: string | undefined, what: string): T {
   if (!body || body.length === 0) throw badRequest(`${what} body is required`);
   let parsed: unknown;
   try {
@@ -42,6 +42,7 @@ export function resourceBody<T extends { resourceType?: string }>(body: Buffer |
   } catch {
     throw badRequest('the body is not valid JSON', 'structure');
   }
-  if (!parsed || typeof parsed !== 'object' || (parsed as T).resourceType !== resourceType) throw badRequest(`the body must be ${what}`);
+  const type = parsed && typeof parsed === 'object' ? (parsed as T).resourceType : undefined;
+  if (typeof type !== 'string' || (resourceType !== undefined && type !== resourceType)) throw badRequest(`the body must be ${what}`);
   return parsed as T;
 }

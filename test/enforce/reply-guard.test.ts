@@ -1,5 +1,5 @@
 // Issue 17 by construction (src/enforce/reply.ts): a Reply holds only Releasable content, and the brand is
-// minted in exactly three places. This test keeps it so: no other file may cast to Releasable or call the
+// minted in exactly four places. This test keeps it so: no other file may cast to Releasable or call the
 // decision's minting function, so an undecided upstream body cannot type-check as a reply.
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';

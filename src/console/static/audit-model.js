@@ -156,6 +156,18 @@ export function ruleText(r) {
   return `${r.layer} ${r.rule}${r.provision ? ` ${r.provision}` : ''}${r.ground ? ` (${r.ground})` : ''}: ${r.effect} — ${r.reason}`;
 }
 
+/** Labels the gateway computed from a resource's codes (SPEC §4.7), worded for the "why" view:
+ * `ETHUD (rule set substance-use, from http://hl7.org/fhir/sid/icd-10-cm|F10.20)`. */
+export function computedLabelsText(rules) {
+  return rules
+    .filter((r) => r.layer === 'security-label')
+    .map((r) => {
+      const m = /^computed label (\S+) from (\S+)$/.exec(r.reason);
+      const ruleSet = r.rule.replace(/^label:/, '');
+      return m ? `${m[1]} (rule set ${ruleSet}, from ${m[2]})` : `${r.reason} (rule set ${ruleSet})`;
+    });
+}
+
 /** An auditor's (or the console's own) read of audit records: every AuditEvent search is itself audited,
  * naming the events it released, so these are told apart from disclosures of clinical data. */
 export function isAuditRecordRead(s) {

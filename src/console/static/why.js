@@ -1,7 +1,7 @@
 // "Why?" (issue 8 §4): the decision trace of one AuditEvent — which rule released, redacted or withheld
 // each resource — and an explain form that asks `$disclosure-decision` about a hypothetical request.
 /* global FormData */
-import { BTG_REVIEW, purposeText, ruleText, summarise, unversioned } from './audit-model.js';
+import { BTG_REVIEW, computedLabelsText, purposeText, ruleText, summarise, unversioned } from './audit-model.js';
 import { announce, formatInstant, h, replace } from './dom.js';
 import { FhirError, fhir, searchPage } from './fhir.js';
 
@@ -32,6 +32,9 @@ function traceTable(s, consentDecisions) {
     const notes = [];
     if (r.breakGlass) notes.push('released only because the glass was broken');
     if (r.part2) notes.push('42 CFR Part 2 data');
+    // SPEC §4.7: the upstream never labelled it; the gateway's rule sets did, and the decision read those labels.
+    const computed = computedLabelsText(r.rules);
+    if (computed.length) notes.push(`${r.disposition === 'released' ? 'labelled' : 'decided on labels computed'} by the gateway from its codes: ${computed.join('; ')}`);
     return h(
       'tr',
       { class: `disposition-${r.disposition}` },
