@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { Pool, stream } from 'undici';
 import type { JSONWebKeySet } from 'jose';
 import { createGateway, type Gateway } from '../src/app.ts';
+import type { JournalStats } from '../src/audit/journal.ts';
 import { policySchema } from '../src/config/policy.ts';
 import { settingsSchema } from '../src/config/settings.ts';
 import { createLogger } from '../src/ops/logger.ts';
@@ -26,6 +27,8 @@ export interface ServeStats {
   readonly misses: number;
   /** Requests per path and parameter names (values dropped), for the canned upstream. */
   readonly byShape: Record<string, number>;
+  /** The gateway's audit journal so far: requests recorded (appends), events and bytes committed. */
+  readonly audit?: Pick<JournalStats, 'appends' | 'events' | 'bytes'>;
 }
 
 interface Recorded {
@@ -36,6 +39,7 @@ interface Recorded {
 
 let requests = 0;
 let misses = 0;
+let auditStats: (() => JournalStats) | undefined;
 const byShape: Record<string, number> = {};
 
 function shapeOf(url: string): string {
@@ -160,6 +164,7 @@ async function gateway(req: Extract<ServeRequest, { role: 'gateway' }>): Promise
     publicBaseUrl: `http://127.0.0.1:${port}`,
   });
   await gw.listen(port, '127.0.0.1');
+  auditStats = () => gw.journal.stats();
   return { url: gw.fhirBase, close: async () => {
     await gw.close();
     await rm(auditDir, { recursive: true, force: true });
@@ -196,7 +201,7 @@ async function start(req: ServeRequest): Promise<{ url: string; close: () => Pro
 let running: { close: () => Promise<void> } | undefined;
 process.on('message', (msg: unknown) => {
   const send = (m: unknown): void => void process.send?.(m);
-  if (msg === 'stats') return send({ stats: { requests, misses, byShape: { ...byShape } } satisfies ServeStats });
+  if (msg === 'stats') return send({ stats: { requests, misses, byShape: { ...byShape }, audit: auditStats?.() } satisfies ServeStats });
   if (msg === 'stop') {
     void (running?.close() ?? Promise.resolve()).finally(() => process.exit(0));
     return;

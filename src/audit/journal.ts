@@ -38,6 +38,8 @@ export interface JournalStats {
   /** write + fsync rounds; group commit makes this far smaller than appends under load. */
   readonly commits: number;
   readonly fsyncs: number;
+  /** Journal bytes committed (lines with their hash-chain fields): the audit volume a deployment stores and forwards. */
+  readonly bytes: number;
 }
 
 export class JournalCorruptError extends Error {
@@ -66,7 +68,7 @@ export class AuditJournal {
   /** A failed commit whose partial write could not be undone: nothing more may be appended. */
   private broken = false;
   private readonly listeners = new Set<(lastSeq: number) => void>();
-  private counters = { appends: 0, events: 0, commits: 0, fsyncs: 0 };
+  private counters = { appends: 0, events: 0, commits: 0, fsyncs: 0, bytes: 0 };
 
   private constructor(
     readonly dir: string,
@@ -205,6 +207,7 @@ export class AuditJournal {
     this.counters.commits += 1;
     this.counters.appends += batch.length;
     this.counters.events += events;
+    this.counters.bytes += data.length;
     for (const p of batch) p.resolve();
     for (const listener of this.listeners) listener(seq);
   }

@@ -61,6 +61,31 @@ export function entityOf(event: AuditEvent, reference: string): AuditEventEntity
   return event.entity?.find((e) => e.what?.reference === reference);
 }
 
+/** A resource outcome as the auditor console reads it (src/console/static/audit-model.js `resourcesOf`). */
+export interface ReadOutcome {
+  readonly reference: string;
+  readonly disposition: 'released' | 'redacted' | 'withheld';
+  readonly paths: string[];
+  readonly rules: { layer: string; effect: string; rule: string; provision?: string; ground?: string; reason: string }[];
+  readonly breakGlass: boolean;
+  readonly part2: boolean;
+}
+
+// The console's own reader (browser JS, untyped): the tests read events exactly as the auditor's screens do.
+const consoleModel = (await import(new URL('../../src/console/static/audit-model.js', import.meta.url).href)) as {
+  resourcesOf(entity: AuditEventEntity): ReadOutcome[];
+};
+
+/** Every resource an event accounts for, compact groups expanded. */
+export function resourcesOf(event: AuditEvent): ReadOutcome[] {
+  return (event.entity ?? []).flatMap((e) => consoleModel.resourcesOf(e));
+}
+
+/** The outcome recorded for one (versioned) reference, whichever entity form holds it. */
+export function outcomeOf(event: AuditEvent, reference: string): ReadOutcome | undefined {
+  return resourcesOf(event).find((r) => r.reference === reference);
+}
+
 export function entitiesByRole(event: AuditEvent, roleCode: string): AuditEventEntity[] {
   return (event.entity ?? []).filter((e) => e.role?.code === roleCode);
 }

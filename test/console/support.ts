@@ -2,9 +2,9 @@
 // readers of raw AuditEvents so that what the page shows is checked against what the gateway recorded.
 import { copyFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { AuditEvent, AuditEventEntity } from '@medplum/fhirtypes';
+import type { AuditEvent } from '@medplum/fhirtypes';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { DG_EXT_AUDIT_BREAK_THE_GLASS, DG_EXT_AUDIT_DISPOSITION, DG_EXT_AUDIT_RULE } from '../../src/audit/extensions.ts';
+import { DG_EXT_AUDIT_BREAK_THE_GLASS } from '../../src/audit/extensions.ts';
 
 export const CHROMIUM = '/usr/bin/chromium';
 export const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'console');
@@ -57,17 +57,8 @@ export function concernsPatient(event: AuditEvent, patientId: string): boolean {
   return references.includes(`Patient/${patientId}`);
 }
 
-export function dispositionOf(entity: AuditEventEntity): string | undefined {
-  return entity.extension?.find((e) => e.url === DG_EXT_AUDIT_DISPOSITION)?.valueCode;
-}
 
 export function breakGlassOf(event: AuditEvent): string | undefined {
   return event.extension?.find((e) => e.url === DG_EXT_AUDIT_BREAK_THE_GLASS)?.valueCode;
 }
 
-/** The `reason` of every audit-rule extension on an entity. */
-export function ruleReasonsOf(entity: AuditEventEntity): string[] {
-  return (entity.extension ?? [])
-    .filter((e) => e.url === DG_EXT_AUDIT_RULE)
-    .map((e) => e.extension?.find((p) => p.url === 'reason')?.valueString ?? '');
-}
