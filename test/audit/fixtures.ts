@@ -114,3 +114,9 @@ export function journalEvent(id: string): AuditEvent {
     entity: [{ what: { reference: `Observation/${id}` } }],
   };
 }
+
+/** A page-sized AuditEvent (a compact group of `count` versioned references), long enough to be stored deflated. */
+export function pageEvent(id: string, count = 100): AuditEvent {
+  const items = Array.from({ length: count }, (_, i) => `${id}-obs-${i}/_history/0f9c4a1e-7b2d-4c3a-9e8f-${String(i).padStart(12, '0')}`);
+  return { ...journalEvent(id), entity: [{ what: { reference: `Patient/${id}` } }, { detail: [{ type: 'Observation', valueString: items.join(' ') }] }] };
+}
