@@ -302,8 +302,15 @@ interface OutcomeGroup {
   readonly byType: Map<string, string[]>;
 }
 
-function groupKey(outcome: ResourceOutcome): string {
-  return JSON.stringify([outcome.disposition, outcome.breakGlassUsed, outcome.part2, outcome.paths, outcome.trace]);
+// Two outcomes share an entity when everything but the reference is equal (a per-request cache of trace keys:
+// resources withheld by one rule usually carry equal but distinct trace arrays).
+function groupKey(outcome: ResourceOutcome, traceKeys: Map<readonly TraceEntry[], string>): string {
+  let trace = traceKeys.get(outcome.trace);
+  if (trace === undefined) {
+    trace = outcome.trace.map((t) => `${t.layer}\u0001${t.effect}\u0001${t.rule}\u0001${t.provision ?? ''}\u0001${t.ground ?? ''}\u0001${t.reason}`).join('\u0002');
+    traceKeys.set(outcome.trace, trace);
+  }
+  return `${outcome.disposition}\u0003${outcome.breakGlassUsed}\u0003${outcome.part2}\u0003${outcome.paths.join('\u0001')}\u0003${trace}`;
 }
 
 /**
@@ -313,6 +320,7 @@ function groupKey(outcome: ResourceOutcome): string {
  */
 function groupedEntities(outcomes: readonly ResourceOutcome[], fallbackType: string | undefined): AuditEventEntity[] {
   const groups = new Map<string, OutcomeGroup>();
+  const traceKeys = new Map<readonly TraceEntry[], string>();
   const single: AuditEventEntity[] = [];
   for (const outcome of outcomes) {
     const match = PACKABLE_REFERENCE.exec(fullReference(outcome.reference, fallbackType));
@@ -320,7 +328,7 @@ function groupedEntities(outcomes: readonly ResourceOutcome[], fallbackType: str
       single.push(resourceEntity(outcome, 'query', fallbackType));
       continue;
     }
-    const key = groupKey(outcome);
+    const key = groupKey(outcome, traceKeys);
     let group = groups.get(key);
     if (!group) {
       group = { outcome, byType: new Map() };
