@@ -16,8 +16,9 @@ import { summariseProfiles } from './profile-summary.ts';
 import { ensureWrk, fmt, ISSUER, machine, requesterClaims, startWorld, table, type BenchWorld } from './setup.ts';
 import { reportUsage, UsageError } from './usage.ts';
 
-const allKinds = ['direct', 'passthrough', 'floor', 'permitted', 'withholding', 'break-glass'] as const;
+const allKinds = ['direct', 'passthrough', 'floor', 'floor-express', 'permitted', 'withholding', 'break-glass'] as const;
 type Kind = (typeof allKinds)[number];
+const gatewayKinds: readonly Kind[] = ['permitted', 'withholding', 'break-glass'];
 /** The paced table's servers (those of them `--kinds` selects) and page size. */
 const pacedKinds: readonly Kind[] = ['direct', 'floor', 'permitted'];
 const pacedSize = 100;
@@ -55,6 +56,7 @@ const labels: Record<Kind, string> = {
   direct: 'direct to upstream',
   passthrough: 'pass-through proxy (undici stream)',
   floor: 'parse floor (buffer+parse+stringify)',
+  'floor-express': 'parse floor on express 5 (as the gateway mounts it)',
   permitted: 'gateway (a) permitted patient',
   withholding: 'gateway (b) consents: ⅓ withheld, some redacted',
   'break-glass': 'gateway (c) break-the-glass',
@@ -80,7 +82,7 @@ async function measure(world: BenchWorld, kind: Kind, size: number, opts: Gatewa
   let url: string;
   const headers: Record<string, string> = { accept: 'application/fhir+json' };
   if (kind === 'direct') url = `${world.cannedBase}/${query}`;
-  else if (kind === 'passthrough' || kind === 'floor') {
+  else if (kind === 'passthrough' || kind === 'floor' || kind === 'floor-express') {
     child = await startChild({ role: kind, target: world.canned.url });
     url = `${child.url}/fhir/${query}`;
   } else {
@@ -204,7 +206,7 @@ export function printGatewayTable(cells: readonly Cell[]): string {
   const rows = cells.map((c) => {
     const floor = cells.find((f) => f.kind === 'floor' && f.size === c.size);
     const direct = cells.find((f) => f.kind === 'direct' && f.size === c.size);
-    const gateway = c.kind !== 'direct' && c.kind !== 'passthrough' && c.kind !== 'floor';
+    const gateway = gatewayKinds.includes(c.kind);
     return [
       labels[c.kind],
       String(c.size),
@@ -224,7 +226,6 @@ export function printGatewayTable(cells: readonly Cell[]): string {
   return table(['server', 'page', 'entries', 'req/s', 'p50 ms', 'p99 ms', 'p99 added', 'peak RSS MB', 'audit KB/req', 'vs floor', 'upstream req/req', 'policy reads', 'errors'], rows);
 }
 
-const gatewayKinds: readonly Kind[] = ['permitted', 'withholding', 'break-glass'];
 const shortLabel: Partial<Record<Kind, string>> = { permitted: '(a)', withholding: '(b)', 'break-glass': '(c)' };
 
 /** Issue 15's four goals beside what this run measured; a goal whose cells did not run says so. */
