@@ -1,6 +1,8 @@
 // DisclosureRecord → IHE BALP AuditEvents (SPEC §6): one PatientRead/PatientQuery-shaped event per
 // request and patient, one AuthZconsent-shaped event per Consent that decided. Only references, codes
 // and fixed-wording trace reasons go in: the record carries no resource content, so neither can an event.
+// Query-shaped events list resources compactly, one entity per outcome (issue 15, groupedEntities); a
+// new event kind (a refused request's patients, a bulk-export file) composes restEvent's parts the same way.
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { AuditEvent, AuditEventAgent, AuditEventEntity, Coding, Extension } from '@medplum/fhirtypes';
