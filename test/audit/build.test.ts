@@ -22,7 +22,7 @@ import {
 import type { DisclosureRecord, Interaction } from '../../src/audit/record.ts';
 import type { TraceEntry } from '../../src/decide/types.ts';
 import { DG_CODES, V3_ACT_CODE, V3_ACT_REASON } from '../../src/fhir/systems.ts';
-import { CONSENT_DENY_TRACE, GATEWAY, context, entitiesByRole, entityOf, ext, outcomeOf, patient, record, requester, resourcesOf, sub } from './fixtures.ts';
+import { CONSENT_DENY_TRACE, GATEWAY, consoleModel, context, entitiesByRole, entityOf, ext, outcomeOf, patient, record, requester, resourcesOf, sub } from './fixtures.ts';
 import { auditEventProblems, loadAuditProfiles, validateR4 } from './validate.ts';
 
 function build(r: DisclosureRecord): AuditEvent[] {
@@ -413,6 +413,34 @@ describe('compact form (issue 15)', () => {
       }),
       { numRuns: 300 },
     );
+  });
+
+  test('the console summarises a compact event: counts, each resource with its disposition and rules, the request id', () => {
+    const events = build(
+      record({
+        patients: [
+          patient('P1', {
+            released: [{ reference: 'Observation/o1', versionId: '1' }, { reference: 'Observation/o2', versionId: '1' }, { reference: 'Condition/c9', versionId: '4' }],
+            redacted: [{ reference: 'Observation/o2', versionId: '1', paths: ['note[0]'], trace: [{ layer: 'consent', effect: 'redact', rule: 'Consent/c2', reason: 'inline label' }] }],
+            withheld: [{ reference: 'Observation/o3', versionId: '7', trace: [CONSENT_DENY_TRACE] }],
+            consentDecisions: [{ consent: 'Consent/c1', provision: 'provision.provision[0]', effect: 'deny', reason: 'the consent denies this actor' }],
+          }),
+        ],
+      }),
+    );
+    const [page, authz] = events.map((e) => consoleModel.summarise(e));
+    assert.deepEqual(page.counts, { released: 2, redacted: 1, withheld: 1 });
+    assert.deepEqual(
+      page.resources.map((r) => [r.reference, r.disposition, r.paths, r.rules.map((x) => x.rule)]),
+      [
+        ['Observation/o1/_history/1', 'released', [], []],
+        ['Condition/c9/_history/4', 'released', [], []],
+        ['Observation/o2/_history/1', 'redacted', ['note[0]'], ['Consent/c2']],
+        ['Observation/o3/_history/7', 'withheld', [], ['Consent/c1']],
+      ],
+    );
+    assert.equal(page.requestId, 'req-1');
+    assert.deepEqual([authz.kind, authz.requestId], ['consent-decision', 'req-1']);
   });
 
   test('a page: one group entity per outcome, one AuthZconsent event per consent, a resource costs its reference text', () => {

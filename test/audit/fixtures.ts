@@ -72,8 +72,9 @@ export interface ReadOutcome {
 }
 
 // The console's own reader (browser JS, untyped): the tests read events exactly as the auditor's screens do.
-const consoleModel = (await import(new URL('../../src/console/static/audit-model.js', import.meta.url).href)) as {
+export const consoleModel = (await import(new URL('../../src/console/static/audit-model.js', import.meta.url).href)) as {
   resourcesOf(entity: AuditEventEntity): ReadOutcome[];
+  summarise(event: AuditEvent): { kind: string; requestId?: string; counts: Record<'released' | 'redacted' | 'withheld', number>; resources: ReadOutcome[]; outcomeDesc?: string };
 };
 
 /** Every resource an event accounts for, compact groups expanded. */
