@@ -10,6 +10,7 @@ const modules: Record<string, () => Promise<{ run(args: readonly string[]): Prom
   'upstream-search': () => import('./upstream-search.ts') as Promise<{ run(args: readonly string[]): Promise<void> }>,
   'audit-journal': () => import('./audit-journal.ts') as Promise<{ run(args: readonly string[]): Promise<void> }>,
   'audit-size': () => import('./audit-size.ts'),
+  'http-framework': () => import('./http-framework.ts'),
   profile: () => import('./profile-summary.ts').then((m) => ({ run: (args: readonly string[]) => m.summariseProfiles(args[0] ?? '.') })),
 };
 
