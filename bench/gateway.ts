@@ -11,12 +11,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Bundle } from '@medplum/fhirtypes';
 import { maxPageSize } from '../src/enforce/search-params.ts';
 import { startChild, wrk, type Child, type WrkResult } from './load.ts';
+import type { ServeStats } from './serve.ts';
 import { summariseProfiles } from './profile-summary.ts';
 import { ensureWrk, fmt, ISSUER, machine, requesterClaims, startWorld, table, type BenchWorld } from './setup.ts';
 import { reportUsage, UsageError } from './usage.ts';
 
-const allKinds = ['direct', 'passthrough', 'floor', 'permitted', 'withholding', 'break-glass'] as const;
+const allKinds = ['direct', 'passthrough', 'floor', 'floor-express', 'permitted', 'withholding', 'break-glass'] as const;
 type Kind = (typeof allKinds)[number];
+const gatewayKinds: readonly Kind[] = ['permitted', 'withholding', 'break-glass'];
 /** The paced table's servers (those of them `--kinds` selects) and page size. */
 const pacedKinds: readonly Kind[] = ['direct', 'floor', 'permitted'];
 const pacedSize = 100;
@@ -32,6 +34,10 @@ interface Cell {
   readonly policyReads: number;
   readonly entries: number;
   readonly redacted: number;
+  /** The server process's CPU ms per request during the measured run (all its threads); robust on a busy machine. */
+  readonly cpuMsPerRequest?: number;
+  /** Gateway cells: audit journal bytes and events per request during the measured run (issue 15). */
+  readonly audit?: { readonly bytes: number; readonly events: number };
 }
 
 export interface GatewayBenchOptions {
@@ -52,6 +58,7 @@ const labels: Record<Kind, string> = {
   direct: 'direct to upstream',
   passthrough: 'pass-through proxy (undici stream)',
   floor: 'parse floor (buffer+parse+stringify)',
+  'floor-express': 'parse floor on express 5 (as the gateway mounts it)',
   permitted: 'gateway (a) permitted patient',
   withholding: 'gateway (b) consents: ⅓ withheld, some redacted',
   'break-glass': 'gateway (c) break-the-glass',
@@ -77,7 +84,7 @@ async function measure(world: BenchWorld, kind: Kind, size: number, opts: Gatewa
   let url: string;
   const headers: Record<string, string> = { accept: 'application/fhir+json' };
   if (kind === 'direct') url = `${world.cannedBase}/${query}`;
-  else if (kind === 'passthrough' || kind === 'floor') {
+  else if (kind === 'passthrough' || kind === 'floor' || kind === 'floor-express') {
     child = await startChild({ role: kind, target: world.canned.url });
     url = `${child.url}/fhir/${query}`;
   } else {
@@ -92,18 +99,32 @@ async function measure(world: BenchWorld, kind: Kind, size: number, opts: Gatewa
     // Requests the warm-up left in flight finish before a paced run starts.
     if (paced) await sleep(250);
     const before = await world.canned.stats();
+    const auditBefore = child ? (await child.stats()).audit : undefined;
+    const cpuBefore = child?.cpuMs();
     const result = paced
       ? await wrk(url, { connections: opts.connections, seconds: opts.pacedSeconds, headers, paceMs: opts.paceMs })
       : await wrk(url, { connections: opts.connections, seconds: opts.seconds, headers });
     const after = await world.canned.stats();
+    const auditAfter = child ? (await child.stats()).audit : undefined;
+    const cpuMsPerRequest = child && cpuBefore !== undefined ? (child.cpuMs() - cpuBefore) / result.requests : undefined;
     const rssMb = (child ?? world.canned).peakRssMb();
     const policyReads = Object.entries(after.byShape)
       .filter(([shape]) => policyShape.test(shape) && !shape.includes('_lastUpdated'))
       .reduce((sum, [shape, n]) => sum + n - (before.byShape[shape] ?? 0), 0);
-    return { kind, size, result, rssMb, upstreamPerRequest: (after.requests - before.requests) / result.requests, policyReads, ...shape };
+    const audit = auditPerRequest(auditBefore, auditAfter);
+    return { kind, size, result, rssMb, upstreamPerRequest: (after.requests - before.requests) / result.requests, policyReads, ...shape, ...(audit ? { audit } : {}), ...(cpuMsPerRequest !== undefined ? { cpuMsPerRequest } : {}) };
   } finally {
     await child?.stop();
   }
+}
+
+type AuditCounters = ServeStats['audit'];
+
+/** Journal bytes and events per recorded request between two snapshots of a gateway's counters. */
+function auditPerRequest(before: AuditCounters, after: AuditCounters): Cell['audit'] {
+  if (!before || !after || after.appends === before.appends) return undefined;
+  const requests = after.appends - before.appends;
+  return { bytes: (after.bytes - before.bytes) / requests, events: (after.events - before.events) / requests };
 }
 
 function isKind(name: string): name is Kind {
@@ -189,7 +210,7 @@ export function printGatewayTable(cells: readonly Cell[]): string {
   const rows = cells.map((c) => {
     const floor = cells.find((f) => f.kind === 'floor' && f.size === c.size);
     const direct = cells.find((f) => f.kind === 'direct' && f.size === c.size);
-    const gateway = c.kind !== 'direct' && c.kind !== 'passthrough' && c.kind !== 'floor';
+    const gateway = gatewayKinds.includes(c.kind);
     return [
       labels[c.kind],
       String(c.size),
@@ -199,13 +220,52 @@ export function printGatewayTable(cells: readonly Cell[]): string {
       fmt.n(c.result.p99, 2),
       direct && c !== direct ? signed(c.result.p99 - direct.result.p99) : '',
       fmt.n(c.rssMb),
+      c.audit ? `${fmt.n(c.audit.bytes / 1024, 1)} (${fmt.n(c.audit.events, 1)} ev.)` : '',
       floor ? `${fmt.n(c.result.rps / floor.result.rps, 2)}×` : '',
+      c.cpuMsPerRequest !== undefined ? fmt.n(c.cpuMsPerRequest, 2) : '',
+      floor?.cpuMsPerRequest && c.cpuMsPerRequest ? `${fmt.n(floor.cpuMsPerRequest / c.cpuMsPerRequest, 2)}×` : '',
       gateway || c.kind !== 'direct' ? fmt.n(c.upstreamPerRequest, 2) : '',
       gateway ? String(c.policyReads) : '',
       String(c.result.errors),
     ];
   });
-  return table(['server', 'page', 'entries', 'req/s', 'p50 ms', 'p99 ms', 'p99 added', 'peak RSS MB', 'vs floor', 'upstream req/req', 'policy reads', 'errors'], rows);
+  return table(['server', 'page', 'entries', 'req/s', 'p50 ms', 'p99 ms', 'p99 added', 'peak RSS MB', 'audit KB/req', 'vs floor', 'CPU ms/req', 'CPU vs floor', 'upstream req/req', 'policy reads', 'errors'], rows);
+}
+
+const shortLabel: Partial<Record<Kind, string>> = { permitted: '(a)', withholding: '(b)', 'break-glass': '(c)' };
+
+/** Issue 15's four goals beside what this run measured; a goal whose cells did not run says so. */
+export function printGoals(cells: readonly Cell[], paced: readonly Cell[]): string {
+  const cell = (kind: Kind, size: number): Cell | undefined => cells.find((c) => c.kind === kind && c.size === size);
+  const ratio = (kind: Kind): number | undefined => {
+    const floor = cell('floor', 100);
+    const gateway = cell(kind, 100);
+    return floor && gateway ? gateway.result.rps / floor.result.rps : undefined;
+  };
+  const verdict = (value: number | undefined, ok: (v: number) => boolean): string => (value === undefined ? 'not measured' : ok(value) ? 'met' : 'NOT met');
+  const permitted = ratio('permitted');
+  const withholding = ratio('withholding');
+  // The same ratio from CPU time per request: what the throughput ratio would be on an idle machine if both are CPU-bound.
+  const cpuRatio = (kind: Kind): string => {
+    const floor = cell('floor', 100)?.cpuMsPerRequest;
+    const gateway = cell(kind, 100)?.cpuMsPerRequest;
+    return floor && gateway ? ` (CPU ${fmt.n(floor / gateway, 2)}×)` : '';
+  };
+  const audits = gatewayKinds.flatMap((k) => (cell(k, 100)?.audit ? [{ kind: k, kb: (cell(k, 100)?.audit?.bytes ?? 0) / 1024 }] : []));
+  const worstAudit = audits.length ? Math.max(...audits.map((a) => a.kb)) : undefined;
+  const pacedDirect = paced.find((c) => c.kind === 'direct');
+  const pacedGateway = paced.find((c) => c.kind === 'permitted');
+  const p99Added = pacedDirect && pacedGateway ? pacedGateway.result.p99 - pacedDirect.result.p99 : undefined;
+  const rss = gatewayKinds.flatMap((k) => { const c = cell(k, 1000); return c ? [{ kind: k, mb: c.rssMb }] : []; });
+  const worstRss = rss.length ? Math.max(...rss.map((r) => r.mb)) : undefined;
+  const rows = [
+    ['1. vs parse floor, permitted, 100 entries, forwarding on', '≥ 0.70×', permitted === undefined ? '—' : `${fmt.n(permitted, 2)}×${cpuRatio('permitted')}`, verdict(permitted, (v) => v >= 0.7)],
+    ['1. vs parse floor, ⅓ withheld + redacted, 100 entries', '≥ 0.50×', withholding === undefined ? '—' : `${fmt.n(withholding, 2)}×${cpuRatio('withholding')}`, verdict(withholding, (v) => v >= 0.5)],
+    ['2. audit journal per 100-entry request, all events', '≤ 12 KB', audits.map((a) => `${shortLabel[a.kind]} ${fmt.n(a.kb, 1)}`).join(' / ') || '—', verdict(worstAudit, (v) => v <= 12)],
+    ['3. p99 added by the gateway, paced, 100 entries', '≤ 10 ms', p99Added === undefined ? '—' : `${signed(p99Added)} ms`, verdict(p99Added, (v) => v <= 10)],
+    ['4. peak RSS at 1,000 entries', '≤ 300 MB', rss.map((r) => `${shortLabel[r.kind]} ${fmt.n(r.mb)}`).join(' / ') || '—', verdict(worstRss, (v) => v <= 300)],
+  ];
+  return table(['goal (issue 15)', 'goal', 'measured', 'status'], rows);
 }
 
 /** Title of the paced table: what each connection was asked to do, and the most that could be offered. */
@@ -255,6 +315,7 @@ export async function run(args: readonly string[] = []): Promise<void> {
     console.log(`\n${machine()}, load average ${loadAtStart.toFixed(1)} at start, ${loadavg()[0].toFixed(1)} at end\n`);
     if (cells.length) console.log(printGatewayTable(cells));
     if (paced.length) console.log(`\n${pacedTitle(opts)}\n\n${printPacedTable(paced, cells)}`);
+    console.log(`\n${printGoals(cells, paced)}`);
   } finally {
     await world.close();
   }

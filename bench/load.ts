@@ -84,9 +84,14 @@ export interface Child {
   readonly pid: number;
   /** Peak resident set size so far (VmHWM), in MB. */
   peakRssMb(): number;
+  /** CPU time the process has used so far (user + system, all its threads), in ms. */
+  cpuMs(): number;
   stats(): Promise<ServeStats>;
   stop(): Promise<void>;
 }
+
+/** USER_HZ: 100 on Linux for every architecture Node runs on. */
+const CLOCK_TICKS = 100;
 
 const serveScript = fileURLToPath(new URL('./serve.ts', import.meta.url));
 
@@ -112,6 +117,11 @@ export async function startChild(req: ServeRequest, opts: { profileDir?: string 
       const status = readFileSync(`/proc/${pid}/status`, 'utf8');
       const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? NaN);
       return kb / 1024;
+    },
+    cpuMs() {
+      // /proc/<pid>/stat: fields 14 and 15 (utime, stime) in clock ticks, after the parenthesised name.
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
     },
     stats() {
       return new Promise((ok) => {

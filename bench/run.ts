@@ -9,6 +9,8 @@ const modules: Record<string, () => Promise<{ run(args: readonly string[]): Prom
   decide: () => import('./decide.ts') as Promise<{ run(args: readonly string[]): Promise<void> }>,
   'upstream-search': () => import('./upstream-search.ts') as Promise<{ run(args: readonly string[]): Promise<void> }>,
   'audit-journal': () => import('./audit-journal.ts') as Promise<{ run(args: readonly string[]): Promise<void> }>,
+  'audit-size': () => import('./audit-size.ts'),
+  'http-framework': () => import('./http-framework.ts'),
   profile: () => import('./profile-summary.ts').then((m) => ({ run: (args: readonly string[]) => m.summariseProfiles(args[0] ?? '.') })),
 };
 

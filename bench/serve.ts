@@ -7,9 +7,11 @@ import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import express, { type Request, type Response } from 'express';
 import { Pool, stream } from 'undici';
 import type { JSONWebKeySet } from 'jose';
 import { createGateway, type Gateway } from '../src/app.ts';
+import type { JournalStats } from '../src/audit/journal.ts';
 import { policySchema } from '../src/config/policy.ts';
 import { settingsSchema } from '../src/config/settings.ts';
 import { createLogger } from '../src/ops/logger.ts';
@@ -17,7 +19,7 @@ import { startBareGateway, type BareGateway } from './bare-gateway.ts';
 
 export type ServeRequest =
   | { readonly role: 'canned'; readonly origin: string }
-  | { readonly role: 'passthrough' | 'floor'; readonly target: string }
+  | { readonly role: 'passthrough' | 'floor' | 'floor-express'; readonly target: string }
   | { readonly role: 'gateway'; readonly upstreamUrl: string; readonly jwks: JSONWebKeySet; readonly issuer: string }
   | { readonly role: 'bare-gateway'; readonly upstreamUrl: string; readonly jwks: JSONWebKeySet; readonly issuer: string; readonly audit: 'journal' | 'none' };
 
@@ -26,6 +28,8 @@ export interface ServeStats {
   readonly misses: number;
   /** Requests per path and parameter names (values dropped), for the canned upstream. */
   readonly byShape: Record<string, number>;
+  /** The gateway's audit journal so far: requests recorded (appends), events and bytes committed. */
+  readonly audit?: Pick<JournalStats, 'appends' | 'events' | 'bytes'>;
 }
 
 interface Recorded {
@@ -36,6 +40,7 @@ interface Recorded {
 
 let requests = 0;
 let misses = 0;
+let auditStats: (() => JournalStats) | undefined;
 const byShape: Record<string, number> = {};
 
 function shapeOf(url: string): string {
@@ -146,6 +151,44 @@ const floor = (target: string) =>
     res.end(out);
   });
 
+/**
+ * The same floor mounted as the gateway mounts its FHIR handler (src/app.ts, src/enforce/pipeline.ts):
+ * express 5, extended query parser, an ops router before it, `express.raw` body parsing, the named
+ * wildcard route. The ratio of this to the plain floor is what the framework costs on the hot path.
+ */
+async function floorExpress(target: string): Promise<{ url: string; close: () => Promise<void> }> {
+  const pool = new Pool(new URL(target).origin, { connections: 32 });
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('query parser', 'extended');
+  const ops = express.Router();
+  for (const path of ['/healthz', '/readyz', '/metrics']) ops.get(path, (_req, res) => void res.end('ok'));
+  app.use(ops);
+  const fhir = express.Router();
+  fhir.all(['/fhir', '/fhir/*path'], express.raw({ type: () => true, limit: 16 * 1024 * 1024 }), (req: Request, res: Response) => {
+    requests++;
+    pool
+      .request({ path: req.url, method: 'GET', headers: { accept: 'application/fhir+json' } })
+      .then(async ({ statusCode, body }) => {
+        const out = JSON.stringify(JSON.parse(await body.text()) as unknown);
+        res.writeHead(statusCode, { 'content-type': 'application/fhir+json; charset=utf-8' });
+        res.end(out);
+      })
+      .catch(() => {
+        if (!res.headersSent) res.writeHead(502);
+        res.end();
+      });
+  });
+  app.use(fhir);
+  const server = createServer(app);
+  server.keepAliveTimeout = 60_000;
+  const url = await listen(server);
+  return { url, close: async () => {
+    await closeServer(server);
+    await pool.close();
+  } };
+}
+
 /** The real gateway, assembled by createGateway exactly as the harness does (journal in a temp dir). */
 async function gateway(req: Extract<ServeRequest, { role: 'gateway' }>): Promise<{ url: string; close: () => Promise<void> }> {
   const auditDir = await mkdtemp(join(tmpdir(), 'dg-bench-audit-'));
@@ -160,6 +203,7 @@ async function gateway(req: Extract<ServeRequest, { role: 'gateway' }>): Promise
     publicBaseUrl: `http://127.0.0.1:${port}`,
   });
   await gw.listen(port, '127.0.0.1');
+  auditStats = () => gw.journal.stats();
   return { url: gw.fhirBase, close: async () => {
     await gw.close();
     await rm(auditDir, { recursive: true, force: true });
@@ -186,6 +230,8 @@ async function start(req: ServeRequest): Promise<{ url: string; close: () => Pro
       return passthrough(req.target);
     case 'floor':
       return floor(req.target);
+    case 'floor-express':
+      return floorExpress(req.target);
     case 'gateway':
       return gateway(req);
     case 'bare-gateway':
@@ -196,7 +242,7 @@ async function start(req: ServeRequest): Promise<{ url: string; close: () => Pro
 let running: { close: () => Promise<void> } | undefined;
 process.on('message', (msg: unknown) => {
   const send = (m: unknown): void => void process.send?.(m);
-  if (msg === 'stats') return send({ stats: { requests, misses, byShape: { ...byShape } } satisfies ServeStats });
+  if (msg === 'stats') return send({ stats: { requests, misses, byShape: { ...byShape }, audit: auditStats?.() } satisfies ServeStats });
   if (msg === 'stop') {
     void (running?.close() ?? Promise.resolve()).finally(() => process.exit(0));
     return;

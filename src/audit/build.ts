@@ -1,6 +1,8 @@
 // DisclosureRecord → IHE BALP AuditEvents (SPEC §6): one PatientRead/PatientQuery-shaped event per
 // request and patient, one AuthZconsent-shaped event per Consent that decided. Only references, codes
 // and fixed-wording trace reasons go in: the record carries no resource content, so neither can an event.
+// Query-shaped events list resources compactly, one entity per outcome (issue 15, groupedEntities); a
+// new event kind (a refused request's patients, a bulk-export file) composes restEvent's parts the same way.
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { AuditEvent, AuditEventAgent, AuditEventEntity, Coding, Extension } from '@medplum/fhirtypes';
@@ -263,68 +265,91 @@ function resourceOutcomes(patient: PatientDisclosure): ResourceOutcome[] {
   return [...byKey.values()];
 }
 
-// A released resource's entity differs from the next only in its reference: its other parts are shared
-// (frozen) objects, and auditEventJson writes such an entity from a template instead of walking it.
-const RELEASED_DISPOSITION: Extension[] = Object.freeze([Object.freeze({ url: DG_EXT_AUDIT_DISPOSITION, valueCode: 'released' })]) as unknown as Extension[];
-const DOMAIN_RESOURCE_ROLE: Coding = Object.freeze({ system: OBJECT_ROLE, code: '4', display: 'Domain Resource' });
-const SYSTEM_OBJECT_TYPE: Coding = Object.freeze({ system: AUDIT_ENTITY_TYPE, code: '2', display: 'System Object' });
-const resourceTypeCodings = new Map<string, Coding>();
-/** The JSON text of each shared entity type coding. */
-const sharedTypeJson = new Map<Coding, string>([[SYSTEM_OBJECT_TYPE, JSON.stringify(SYSTEM_OBJECT_TYPE)]]);
+const DOMAIN_RESOURCE_ROLE: Coding = { system: OBJECT_ROLE, code: '4', display: 'Domain Resource' };
+const SYSTEM_OBJECT_TYPE: Coding = { system: AUDIT_ENTITY_TYPE, code: '2', display: 'System Object' };
 
-function resourceTypeCoding(resourceType: string): Coding {
-  let coding = resourceTypeCodings.get(resourceType);
-  if (!coding) {
-    coding = Object.freeze({ system: RESOURCE_TYPES, code: resourceType });
-    // Resource types are a closed set; anything else (a malformed reference) is not kept.
-    if (resourceTypeCodings.size < 256 && /^[A-Z][A-Za-z]{1,63}$/.test(resourceType)) {
-      resourceTypeCodings.set(resourceType, coding);
-      sharedTypeJson.set(coding, JSON.stringify(coding));
-    }
-  }
-  return coding;
+/** A reference the compact form can carry: `Type/id`, id and version FHIR ids (no space, so a list can hold it). */
+const PACKABLE_REFERENCE = /^([A-Z][A-Za-z]{1,63})\/([A-Za-z0-9\-.]{1,64})$/;
+const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+
+function fullReference(reference: string, fallbackType: string | undefined): string {
+  return reference.includes('/') || fallbackType === undefined ? reference : `${fallbackType}/${reference}`;
 }
 
+/** One entity per resource: reads (BALP Read's single `data` entity) and references the compact form cannot hold. */
 function resourceEntity(outcome: ResourceOutcome, shape: Shape, fallbackType: string | undefined): AuditEventEntity {
-  const slash = outcome.reference.indexOf('/');
-  const resourceType = slash !== -1 ? outcome.reference.slice(0, slash) : fallbackType;
+  const reference = fullReference(outcome.reference, fallbackType);
   // BALP Read: the resource read is the `data` slice (System Object); elsewhere a System Object would
   // fall into the Query slice, so the resource is typed by its resource type (R4 AuditEventEntityType).
   const asReadData = shape === 'read' && outcome.disposition !== 'withheld';
-  const type = asReadData ? SYSTEM_OBJECT_TYPE : resourceTypeCoding(resourceType ?? 'Resource');
-  const reference = slash !== -1 || fallbackType === undefined ? outcome.reference : `${fallbackType}/${outcome.reference}`;
-  const what = { reference: versioned(reference, outcome.versionId) };
-  if (outcome.disposition === 'released' && !outcome.breakGlassUsed && !outcome.part2 && outcome.trace.length === 0) {
-    return { extension: RELEASED_DISPOSITION, what, type, role: DOMAIN_RESOURCE_ROLE };
-  }
-  const extension: Extension[] = [{ url: DG_EXT_AUDIT_DISPOSITION, valueCode: outcome.disposition }];
-  for (const path of outcome.paths) extension.push({ url: DG_EXT_AUDIT_REDACTED_PATH, valueString: path });
-  for (const entry of outcome.trace) extension.push(ruleExtension(entry));
-  if (outcome.breakGlassUsed) extension.push(breakTheGlassExtension('btg-released'));
-  const entity: AuditEventEntity = { extension, what, type, role: DOMAIN_RESOURCE_ROLE };
+  const type = asReadData ? SYSTEM_OBJECT_TYPE : { system: RESOURCE_TYPES, code: reference.split('/')[0] || 'Resource' };
+  const entity: AuditEventEntity = { extension: outcomeExtensions(outcome), what: { reference: versioned(reference, outcome.versionId) }, type, role: DOMAIN_RESOURCE_ROLE };
   if (outcome.part2) entity.securityLabel = [{ system: V3_ACT_CODE, code: '42CFRPart2' }];
   return entity;
 }
 
-const releasedEntityHead = `{"extension":${JSON.stringify(RELEASED_DISPOSITION)},"what":{"reference":`;
-const domainResourceRoleJson = JSON.stringify(DOMAIN_RESOURCE_ROLE);
+/** What a resource's entity (or its group's) says beyond the reference: disposition, paths, rules, break-the-glass. */
+function outcomeExtensions(outcome: Omit<ResourceOutcome, 'reference' | 'versionId'>): Extension[] {
+  const extension: Extension[] = [{ url: DG_EXT_AUDIT_DISPOSITION, valueCode: outcome.disposition }];
+  for (const path of outcome.paths) extension.push({ url: DG_EXT_AUDIT_REDACTED_PATH, valueString: path });
+  for (const entry of outcome.trace) extension.push(ruleExtension(entry));
+  if (outcome.breakGlassUsed) extension.push(breakTheGlassExtension('btg-released'));
+  return extension;
+}
 
-function entityJson(entity: AuditEventEntity): string {
-  const typeJson = entity.type && sharedTypeJson.get(entity.type);
-  if (entity.extension === RELEASED_DISPOSITION && entity.role === DOMAIN_RESOURCE_ROLE && typeJson !== undefined && entity.securityLabel === undefined) {
-    return `${releasedEntityHead}${JSON.stringify(entity.what?.reference)}},"type":${typeJson},"role":${domainResourceRoleJson}}`;
+/** Resources that share everything but their reference: one entity holds them all (issue 15, SPEC §6). */
+interface OutcomeGroup {
+  readonly outcome: Omit<ResourceOutcome, 'reference' | 'versionId'>;
+  /** Resource type → `id` or `id/_history/version`, in the order met. */
+  readonly byType: Map<string, string[]>;
+}
+
+// Two outcomes share an entity when everything but the reference is equal (a per-request cache of trace keys:
+// resources withheld by one rule usually carry equal but distinct trace arrays).
+function groupKey(outcome: ResourceOutcome, traceKeys: Map<readonly TraceEntry[], string>): string {
+  let trace = traceKeys.get(outcome.trace);
+  if (trace === undefined) {
+    trace = outcome.trace.map((t) => `${t.layer}\u0001${t.effect}\u0001${t.rule}\u0001${t.provision ?? ''}\u0001${t.ground ?? ''}\u0001${t.reason}`).join('\u0002');
+    traceKeys.set(outcome.trace, trace);
   }
-  return JSON.stringify(entity);
+  return `${outcome.disposition}\u0003${outcome.breakGlassUsed}\u0003${outcome.part2}\u0003${outcome.paths.join('\u0001')}\u0003${trace}`;
 }
 
 /**
- * An AuditEvent's JSON text, equal in meaning to JSON.stringify(event) (entity last): released-resource
- * entities — most of a page's event — come from a template, not a walk of their objects.
+ * Compact entities for a query-shaped event: one per distinct outcome (disposition, paths, rules, labels),
+ * its versioned references listed once per resource type in `detail` (type = the resource type, value =
+ * space-separated `id/_history/version`). A released resource costs ~its reference, not a ~400-byte entity.
  */
-export function auditEventJson(event: AuditEvent): string {
-  if (!event.entity?.length) return JSON.stringify(event);
-  const head = JSON.stringify({ ...event, entity: undefined });
-  return `${head.slice(0, -1)},"entity":[${event.entity.map(entityJson).join(',')}]}`;
+function groupedEntities(outcomes: readonly ResourceOutcome[], fallbackType: string | undefined): AuditEventEntity[] {
+  const groups = new Map<string, OutcomeGroup>();
+  const traceKeys = new Map<readonly TraceEntry[], string>();
+  const single: AuditEventEntity[] = [];
+  for (const outcome of outcomes) {
+    const match = PACKABLE_REFERENCE.exec(fullReference(outcome.reference, fallbackType));
+    if (!match || (outcome.versionId !== undefined && !FHIR_ID.test(outcome.versionId))) {
+      single.push(resourceEntity(outcome, 'query', fallbackType));
+      continue;
+    }
+    const key = groupKey(outcome, traceKeys);
+    let group = groups.get(key);
+    if (!group) {
+      group = { outcome, byType: new Map() };
+      groups.set(key, group);
+    }
+    const items = group.byType.get(match[1]) ?? [];
+    items.push(versioned(match[2], outcome.versionId));
+    group.byType.set(match[1], items);
+  }
+  const entities = [...groups.values()].map(({ outcome, byType }) => {
+    const entity: AuditEventEntity = {
+      extension: outcomeExtensions(outcome),
+      role: DOMAIN_RESOURCE_ROLE,
+      detail: [...byType].map(([type, items]) => ({ type, valueString: items.join(' ') })),
+    };
+    if (outcome.part2) entity.securityLabel = [{ system: V3_ACT_CODE, code: '42CFRPart2' }];
+    return entity;
+  });
+  return [...entities, ...single];
 }
 
 function patientEntity(patientId: string): AuditEventEntity {
@@ -386,7 +411,9 @@ function restEvent(record: DisclosureRecord, patient: PatientDisclosure | undefi
   entity.push(requestIdEntity(record.requestId));
   if (shape !== 'read') entity.push(queryEntity(record));
   if (patient !== undefined) {
-    for (const outcome of resourceOutcomes(patient)) entity.push(resourceEntity(outcome, shape, record.resourceType));
+    const outcomes = resourceOutcomes(patient);
+    if (shape === 'query') entity.push(...groupedEntities(outcomes, record.resourceType));
+    else for (const outcome of outcomes) entity.push(resourceEntity(outcome, shape, record.resourceType));
   }
   const extension: Extension[] = [];
   const review = breakTheGlassReview(record, patient);
@@ -430,7 +457,7 @@ function consentReference(consent: string): string {
 function authzConsentEvent(
   record: DisclosureRecord,
   patient: PatientDisclosure,
-  decision: PatientDisclosure['consentDecisions'][number],
+  decisions: readonly ConsentDecision[],
   opts: AuditBuildOptions,
 ): AuditEvent {
   const ctx = record.context;
@@ -451,7 +478,7 @@ function authzConsentEvent(
     requestor: false,
   });
 
-  const consent = consentReference(decision.consent);
+  const consent = consentReference(decisions[0].consent);
   const entity: AuditEventEntity[] = [
     patientEntity(patient.patientId),
     {
@@ -467,7 +494,6 @@ function authzConsentEvent(
       type: { system: BALP_USER_AGENT_TYPES, code: 'UserOauthAgent' },
     });
   }
-  const provision = decision.provision === undefined ? '' : ` ${decision.provision}`;
   const event: AuditEvent = {
     resourceType: 'AuditEvent',
     id: randomUUID(),
@@ -475,9 +501,9 @@ function authzConsentEvent(
     subtype: [{ system: BALP_AUTHZ_SUBTYPE, code: 'AuthZ-Consent' }],
     action: 'E',
     recorded: record.recorded,
-    // BALP AuthZconsent: success when the consent permits, serious failure when it denies.
-    outcome: decision.effect === 'permit' ? '0' : '8',
-    outcomeDesc: `${consent}${provision}: ${decision.effect} — ${decision.reason}`,
+    // BALP AuthZconsent: success when the consent permits, serious failure when it denied anything.
+    outcome: decisions.some((d) => d.effect === 'deny') ? '8' : '0',
+    outcomeDesc: decisions.map((d) => `${consent}${d.provision === undefined ? '' : ` ${d.provision}`}: ${d.effect} — ${d.reason}`).join('; '),
     agent,
     source: sourceOf(opts, '6', 'Security Server'),
     entity,
@@ -491,7 +517,19 @@ function authzConsentEvent(
   return event;
 }
 
-/** The AuditEvents one request produces, in a stable order: per patient its disclosure event, then its consent decisions. */
+type ConsentDecision = PatientDisclosure['consentDecisions'][number];
+
+/** One AuthZconsent event per consent per request (issue 15): its provisions' decisions go in one outcomeDesc. */
+function byConsent(decisions: readonly ConsentDecision[]): ConsentDecision[][] {
+  const grouped = new Map<string, ConsentDecision[]>();
+  for (const decision of decisions) {
+    const key = consentReference(decision.consent);
+    grouped.set(key, [...(grouped.get(key) ?? []), decision]);
+  }
+  return [...grouped.values()];
+}
+
+/** The AuditEvents one request produces, in a stable order: per patient its disclosure event, then one event per consent that decided. */
 export function buildAuditEvents(record: DisclosureRecord, opts: AuditBuildOptions): AuditEvent[] {
   const patients: PatientDisclosure[] = [...record.patients];
   const covered = new Set(patients.map((p) => p.patientId));
@@ -504,7 +542,7 @@ export function buildAuditEvents(record: DisclosureRecord, opts: AuditBuildOptio
   const events: AuditEvent[] = [];
   for (const patient of patients) {
     events.push(restEvent(record, patient, opts));
-    for (const decision of patient.consentDecisions) events.push(authzConsentEvent(record, patient, decision, opts));
+    for (const decisions of byConsent(patient.consentDecisions)) events.push(authzConsentEvent(record, patient, decisions, opts));
   }
   return events;
 }

@@ -5,7 +5,7 @@ import { open, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Bundle } from '@medplum/fhirtypes';
 import type { AuditJournal } from './journal.ts';
-import { CHECKPOINT_FILE, listSegments, parseEntry } from './segment.ts';
+import { CHECKPOINT_FILE, inflateEvent, listSegments, parseEntry } from './segment.ts';
 
 export interface ForwarderLogger {
   info(obj: object, msg: string): void;
@@ -331,6 +331,9 @@ const batchEnd = Buffer.from(']}');
 
 // A line's fixed head as segment.ts writes it, then the head of the event as build.ts writes it.
 const lineHead = /^\{"seq":([1-9]\d{0,15}),"prevHash":"[0-9a-f]{64}","hash":"([0-9a-f]{64})","event":(?=\{"resourceType":"AuditEvent","id":"([A-Za-z0-9\-.]{1,64})")/;
+// A long event's line: its JSON raw-deflated, base64 (segment.ts); the event's own head is read once inflated.
+const deflatedLineHead = /^\{"seq":([1-9]\d{0,15}),"prevHash":"[0-9a-f]{64}","hash":"([0-9a-f]{64})","eventDeflate":"/;
+const eventHead = /^\{"resourceType":"AuditEvent","id":"([A-Za-z0-9\-.]{1,64})"/;
 // Only a key can be written this way: a quote inside a JSON string value is escaped.
 const recordedField = /"recorded":"([^"\\]{1,64})"/;
 /** Bytes of a line read as text to find its head and `recorded` (both near the start in the journal's own shape). */
@@ -339,6 +342,14 @@ const headBytes = 1024;
 /** Read from the line's head when it has the journal's own shape; any other line is parsed in full. */
 function forwardEntry(line: Buffer): ForwardEntry | undefined {
   const head = line.toString('latin1', 0, Math.min(line.length, headBytes));
+  const deflated = deflatedLineHead.exec(head);
+  if (deflated && line.length >= deflated[0].length + 2 && line[line.length - 1] === 0x7d) {
+    // The event goes out as the JSON bytes that were deflated: inflated, never parsed and re-serialised.
+    const event = inflateEvent(line.toString('latin1', deflated[0].length, line.length - 2));
+    const eventText = event?.toString('latin1', 0, Math.min(event.length, headBytes));
+    const id = eventText === undefined ? undefined : eventHead.exec(eventText)?.[1];
+    if (event !== undefined && id !== undefined) return { seq: Number(deflated[1]), hash: deflated[2], id, recorded: recordedField.exec(eventText ?? '')?.[1], event };
+  }
   const fixed = lineHead.exec(head);
   if (fixed && line[line.length - 1] === 0x7d) {
     return { seq: Number(fixed[1]), hash: fixed[2], id: fixed[3], recorded: recordedField.exec(head)?.[1], event: line.subarray(fixed[0].length, line.length - 1) };

@@ -3,7 +3,7 @@
 import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AuditEvent } from '@medplum/fhirtypes';
-import { GENESIS_HASH, journalLine, listSegments, parseEntry, segmentName } from './segment.ts';
+import { GENESIS_HASH, eventPayload, journalLine, listSegments, parseEntry, segmentName, type EventPayload } from './segment.ts';
 
 export const DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024;
 
@@ -38,6 +38,8 @@ export interface JournalStats {
   /** write + fsync rounds; group commit makes this far smaller than appends under load. */
   readonly commits: number;
   readonly fsyncs: number;
+  /** Journal bytes committed (lines with their hash-chain fields): the audit volume a deployment stores and forwards. */
+  readonly bytes: number;
 }
 
 export class JournalCorruptError extends Error {
@@ -49,7 +51,8 @@ export class JournalClosedError extends Error {
 }
 
 interface PendingAppend {
-  readonly events: readonly AuditEvent[];
+  /** Serialised at append time; long events are deflated on the thread pool while earlier commits run. */
+  readonly payloads: Promise<EventPayload[]>;
   readonly resolve: () => void;
   readonly reject: (err: unknown) => void;
 }
@@ -66,7 +69,7 @@ export class AuditJournal {
   /** A failed commit whose partial write could not be undone: nothing more may be appended. */
   private broken = false;
   private readonly listeners = new Set<(lastSeq: number) => void>();
-  private counters = { appends: 0, events: 0, commits: 0, fsyncs: 0 };
+  private counters = { appends: 0, events: 0, commits: 0, fsyncs: 0, bytes: 0 };
 
   readonly dir: string;
   private readonly maxSegmentBytes: number;
@@ -135,8 +138,10 @@ export class AuditJournal {
     if (this.closed) return Promise.reject(new JournalClosedError('audit journal is closed'));
     if (this.broken) return Promise.reject(new JournalCorruptError('audit journal failed and could not be repaired'));
     if (events.length === 0) return Promise.resolve();
+    const payloads = Promise.all(events.map(eventPayload));
+    payloads.catch(() => undefined); // awaited (and its failure reported) by the commit
     return new Promise<void>((resolve, reject) => {
-      this.pending.push({ events, resolve, reject });
+      this.pending.push({ payloads, resolve, reject });
       this.committing ??= this.commitLoop();
     });
   }
@@ -162,20 +167,35 @@ export class AuditJournal {
     }
   }
 
+  /** The appends whose events serialised, with their payloads; one that failed is refused alone (fail closed). */
+  private async serialised(batch: PendingAppend[]): Promise<(PendingAppend & { ready: EventPayload[] })[]> {
+    const ready: (PendingAppend & { ready: EventPayload[] })[] = [];
+    for (const p of batch) {
+      try {
+        ready.push({ ...p, ready: await p.payloads });
+      } catch (err) {
+        p.reject(err);
+      }
+    }
+    return ready;
+  }
+
   private async commit(batch: PendingAppend[]): Promise<void> {
     if (this.broken) {
       for (const p of batch) p.reject(new JournalCorruptError('audit journal failed and could not be repaired'));
       return;
     }
+    const appends = await this.serialised(batch);
+    if (appends.length === 0) return;
     let seq = this.seq;
     let prevHash = this.headHash;
     const parts: Buffer[] = [];
     let events = 0;
-    for (const p of batch) {
-      for (const event of p.events) {
+    for (const p of appends) {
+      for (const payload of p.ready) {
         seq += 1;
         events += 1;
-        const line = journalLine(seq, prevHash, event);
+        const line = journalLine(seq, prevHash, payload);
         parts.push(...line.parts);
         prevHash = line.hash;
       }
@@ -195,16 +215,17 @@ export class AuditJournal {
       this.segmentBytes += data.length;
     } catch (err) {
       this.lastCommitFailed = true;
-      for (const p of batch) p.reject(err);
+      for (const p of appends) p.reject(err);
       return;
     }
     this.seq = seq;
     this.headHash = prevHash;
     this.lastCommitFailed = false;
     this.counters.commits += 1;
-    this.counters.appends += batch.length;
+    this.counters.appends += appends.length;
     this.counters.events += events;
-    for (const p of batch) p.resolve();
+    this.counters.bytes += data.length;
+    for (const p of appends) p.resolve();
     for (const listener of this.listeners) listener(seq);
   }
 

@@ -11,7 +11,6 @@ import {
   REQUEST_ID_DETAIL,
   RESOURCE_TYPES,
   RESTFUL_INTERACTION,
-  auditEventJson,
   buildAuditEvents,
 } from '../../src/audit/build.ts';
 import {
@@ -23,7 +22,7 @@ import {
 import type { DisclosureRecord, Interaction } from '../../src/audit/record.ts';
 import type { TraceEntry } from '../../src/decide/types.ts';
 import { DG_CODES, V3_ACT_CODE, V3_ACT_REASON } from '../../src/fhir/systems.ts';
-import { CONSENT_DENY_TRACE, GATEWAY, context, entitiesByRole, entityOf, ext, patient, record, requester, sub } from './fixtures.ts';
+import { CONSENT_DENY_TRACE, GATEWAY, consoleModel, context, entitiesByRole, entityOf, ext, outcomeOf, patient, record, requester, resourcesOf, sub } from './fixtures.ts';
 import { auditEventProblems, loadAuditProfiles, validateR4 } from './validate.ts';
 
 function build(r: DisclosureRecord): AuditEvent[] {
@@ -90,18 +89,21 @@ describe('per interaction: one BALP-shaped event per request and patient', () =>
       assert.equal(entitiesByRole(event, '1')[0]?.what?.reference, 'Patient/P1');
       const transaction = event.entity?.find((e) => e.type?.system === BALP_ENTITY_TYPE && e.type.code === 'XrequestId');
       assert.equal(transaction?.what?.identifier?.value, 'req-1');
-      const resource = entityOf(event, 'Observation/o1/_history/3');
-      assert.ok(resource, 'released resource recorded with its version');
-      assert.equal(resource.role?.code, '4');
-      assert.equal(ext(resource.extension, DG_EXT_AUDIT_DISPOSITION)[0]?.valueCode, 'released');
+      assert.equal(outcomeOf(event, 'Observation/o1/_history/3')?.disposition, 'released', 'released resource recorded with its version');
+      const resources = entitiesByRole(event, '4');
+      assert.equal(resources.length, 1);
+      assert.equal(ext(resources[0].extension, DG_EXT_AUDIT_DISPOSITION)[0]?.valueCode, 'released');
       const queries = entitiesByRole(event, '24');
       if (row.action === 'R') {
         assert.equal(queries.length, 0, 'BALP Read has no query entity');
-        assert.deepEqual(resource.type, { system: AUDIT_ENTITY_TYPE, code: '2', display: 'System Object' });
+        assert.equal(resources[0].what?.reference, 'Observation/o1/_history/3');
+        assert.deepEqual(resources[0].type, { system: AUDIT_ENTITY_TYPE, code: '2', display: 'System Object' });
       } else {
         assert.equal(queries.length, 1);
         assert.equal(Buffer.from(queries[0].query ?? '', 'base64').toString('utf8'), `${row.interaction === 'batch' ? 'POST' : 'GET'} ${row.query}`);
-        assert.deepEqual(resource.type, { system: RESOURCE_TYPES, code: 'Observation' });
+        // Compact form: the versioned references of one outcome listed per resource type.
+        assert.deepEqual(resources[0].detail, [{ type: 'Observation', valueString: 'o1/_history/3' }]);
+        assert.equal(resources[0].what, undefined);
       }
       // Agents: the client app by client_id and address, the gateway, the requester with token id and purpose.
       const client = event.agent.find((a) => a.who?.identifier?.value === 'ehr-app');
@@ -160,8 +162,8 @@ describe('per interaction: one BALP-shaped event per request and patient', () =>
       }),
     );
     assert.deepEqual(events.map((e) => entitiesByRole(e, '1')[0]?.what?.reference), ['Patient/P1', 'Patient/P2']);
-    assert.ok(entityOf(events[0], 'Observation/a/_history/1') && !entityOf(events[0], 'Observation/b/_history/1'));
-    assert.ok(entityOf(events[1], 'Observation/b/_history/1') && !entityOf(events[1], 'Observation/a/_history/1'));
+    assert.deepEqual(resourcesOf(events[0]).map((r) => r.reference), ['Observation/a/_history/1']);
+    assert.deepEqual(resourcesOf(events[1]).map((r) => r.reference), ['Observation/b/_history/1']);
     assert.notEqual(events[0].id, events[1].id);
   });
 
@@ -230,7 +232,7 @@ describe('per rule layer', () => {
     assert.equal(authz.outcome, '8');
     assert.ok(entityOf(authz, 'Consent/c1'), 'a bare consent id becomes a reference');
     assert.match(authz.outcomeDesc ?? '', /Consent\/c1 provision\.provision\[0\]: deny/);
-    const withheld = entityOf(disclosure, 'Observation/o2/_history/4');
+    const withheld = entitiesByRole(disclosure, '4').find((e) => e.detail?.[0]?.valueString === 'o2/_history/4');
     assert.equal(ext(withheld?.extension, DG_EXT_AUDIT_DISPOSITION)[0]?.valueCode, 'withheld');
     assert.deepEqual(ruleOf(ext(withheld?.extension, DG_EXT_AUDIT_RULE)[0]), {
       layer: 'consent',
@@ -252,8 +254,9 @@ describe('per rule layer', () => {
   for (const row of withholdRows) {
     test(`withheld by ${row.name}: the reason is recorded on the entity`, () => {
       const [event] = build(record({ patients: [patient('P1', { withheld: [{ reference: 'DiagnosticReport/d1', versionId: '2', trace: [row.trace] }] })] }));
-      const entity = entityOf(event, 'DiagnosticReport/d1/_history/2');
-      assert.ok(entity);
+      const entity = entitiesByRole(event, '4')[0];
+      assert.deepEqual(entity?.detail, [{ type: 'DiagnosticReport', valueString: 'd1/_history/2' }]);
+      assert.equal(outcomeOf(event, 'DiagnosticReport/d1/_history/2')?.disposition, 'withheld');
       const rule = ruleOf(ext(entity.extension, DG_EXT_AUDIT_RULE)[0]);
       assert.equal(rule.layer, row.trace.layer);
       assert.equal(rule.rule, row.trace.rule);
@@ -276,16 +279,19 @@ describe('per rule layer', () => {
         ],
       }),
     );
-    const entities = (event.entity ?? []).filter((e) => e.what?.reference === 'Observation/o5/_history/1');
-    assert.equal(entities.length, 1, 'released and redacted collapse into one entity');
-    assert.equal(ext(entities[0].extension, DG_EXT_AUDIT_DISPOSITION)[0]?.valueCode, 'redacted');
-    assert.deepEqual(ext(entities[0].extension, DG_EXT_AUDIT_REDACTED_PATH).map((e) => e.valueString), ['note[0]', 'component[1].valueQuantity']);
+    const outcomes = resourcesOf(event).filter((r) => r.reference === 'Observation/o5/_history/1');
+    assert.equal(outcomes.length, 1, 'released and redacted collapse into one outcome');
+    assert.equal(outcomes[0].disposition, 'redacted');
+    assert.deepEqual(outcomes[0].paths, ['note[0]', 'component[1].valueQuantity']);
+    const entity = entitiesByRole(event, '4')[0];
+    assert.deepEqual(ext(entity.extension, DG_EXT_AUDIT_REDACTED_PATH).map((e) => e.valueString), ['note[0]', 'component[1].valueQuantity']);
   });
 
   test('Part 2 released under break-the-glass: labelled, flagged on the entity and the event, BTG purpose', () => {
     const ctx = context({ purposeOfUse: ['BTG'], breakGlass: { inEffect: true, requested: true }, grantedScopes: ['user/*.rs', 'btg'] });
     const [event] = build(record({ context: ctx, patients: [patient('P1', { released: [{ reference: 'Observation/o7', versionId: '1', part2: true, breakGlassUsed: true }] })] }));
-    const entity = entityOf(event, 'Observation/o7/_history/1');
+    const entity = entitiesByRole(event, '4')[0];
+    assert.deepEqual(outcomeOf(event, 'Observation/o7/_history/1'), { reference: 'Observation/o7/_history/1', disposition: 'released', paths: [], rules: [], breakGlass: true, part2: true });
     assert.deepEqual(entity?.securityLabel, [{ system: V3_ACT_CODE, code: '42CFRPart2' }]);
     assert.equal(ext(entity?.extension, DG_EXT_AUDIT_BREAK_THE_GLASS)[0]?.valueCode, 'btg-released');
     assert.equal(ext(event.extension, DG_EXT_AUDIT_BREAK_THE_GLASS)[0]?.valueCode, 'btg-released');
@@ -345,8 +351,9 @@ describe('no patient data content in any event', () => {
         }),
       ],
     });
-    const serialised = JSON.stringify(build(r));
-    assert.ok(serialised.includes('DiagnosticReport/d1/_history/5'), 'the references are there');
+    const events = build(r);
+    assert.equal(outcomeOf(events[0], 'DiagnosticReport/d1/_history/5')?.disposition, 'withheld', 'the references are there');
+    const serialised = JSON.stringify(events);
     for (const marker of MARKERS) assert.ok(!serialised.includes(marker), `${marker} must not appear`);
   });
 
@@ -380,28 +387,83 @@ describe('ids', () => {
   });
 });
 
-describe('serialisation', () => {
+describe('compact form (issue 15)', () => {
   const arbReference = fc.tuple(fc.constantFrom('Observation', 'Condition', 'Binary', 'odd type', ''), fc.string({ maxLength: 12 })).map(([t, id]) => (t ? `${t}/${id}` : id));
-  const arbReleased = fc.record({ reference: arbReference, versionId: fc.option(fc.string({ maxLength: 6 }), { nil: undefined }), breakGlassUsed: fc.option(fc.boolean(), { nil: undefined }), part2: fc.option(fc.boolean(), { nil: undefined }) });
-  const arbWithheld = fc.record({ reference: arbReference, versionId: fc.option(fc.string({ maxLength: 6 }), { nil: undefined }), trace: fc.constant([CONSENT_DENY_TRACE]) });
-  const arbRedacted = fc.record({ reference: arbReference, paths: fc.array(fc.string({ maxLength: 8 }), { maxLength: 2 }), trace: fc.constant([CONSENT_DENY_TRACE]) });
+  const arbVersion = fc.option(fc.oneof(fc.constantFrom('1', '2', '17'), fc.string({ maxLength: 6 })), { nil: undefined });
+  const arbReleased = fc.record({ reference: arbReference, versionId: arbVersion, breakGlassUsed: fc.option(fc.boolean(), { nil: undefined }), part2: fc.option(fc.boolean(), { nil: undefined }) });
+  const arbWithheld = fc.record({ reference: arbReference, versionId: arbVersion, trace: fc.constantFrom([CONSENT_DENY_TRACE], [{ ...CONSENT_DENY_TRACE, rule: 'Consent/c2' }]) });
   const arbRecord = fc.record({
     interaction: fc.constantFrom<Interaction>('read', 'vread', 'search-type', 'search-system', 'batch', 'operation'),
     resourceType: fc.option(fc.constantFrom('Observation', 'Patient'), { nil: undefined }),
     released: fc.array(arbReleased, { maxLength: 12 }),
-    withheld: fc.array(arbWithheld, { maxLength: 3 }),
-    redacted: fc.array(arbRedacted, { maxLength: 3 }),
+    withheld: fc.array(arbWithheld, { maxLength: 4 }),
   });
+  const full = (reference: string, type: string | undefined): string => (reference.includes('/') || type === undefined ? reference : `${type}/${reference}`);
 
-  test('auditEventJson writes what JSON.stringify would (released entities from a template)', () => {
+  test('every released and withheld reference comes back, with its version and disposition, whatever it looks like', () => {
     fc.assert(
-      fc.property(arbRecord, ({ interaction, resourceType, released, withheld, redacted }) => {
-        const r = record({ interaction, resourceType, patients: [patient('P1', { released, withheld, redacted })] });
-        for (const event of buildAuditEvents(r, GATEWAY)) {
-          assert.deepEqual(JSON.parse(auditEventJson(event)), JSON.parse(JSON.stringify(event)));
-        }
+      fc.property(arbRecord, ({ interaction, resourceType, released, withheld }) => {
+        const [event] = buildAuditEvents(record({ interaction, resourceType, patients: [patient('P1', { released, withheld })] }), GATEWAY);
+        const expected = new Map<string, string>();
+        const versioned = (r: { reference: string; versionId?: string }): string => `${full(r.reference, resourceType)}${r.versionId === undefined ? '' : `/_history/${r.versionId}`}`;
+        for (const r of released) expected.set(versioned(r), 'released');
+        for (const r of withheld) expected.set(versioned(r), 'withheld');
+        const read = new Map(resourcesOf(event).map((r) => [r.reference, r.disposition]));
+        assert.deepEqual(read, expected);
       }),
       { numRuns: 300 },
     );
+  });
+
+  test('the console summarises a compact event: counts, each resource with its disposition and rules, the request id', () => {
+    const events = build(
+      record({
+        patients: [
+          patient('P1', {
+            released: [{ reference: 'Observation/o1', versionId: '1' }, { reference: 'Observation/o2', versionId: '1' }, { reference: 'Condition/c9', versionId: '4' }],
+            redacted: [{ reference: 'Observation/o2', versionId: '1', paths: ['note[0]'], trace: [{ layer: 'consent', effect: 'redact', rule: 'Consent/c2', reason: 'inline label' }] }],
+            withheld: [{ reference: 'Observation/o3', versionId: '7', trace: [CONSENT_DENY_TRACE] }],
+            consentDecisions: [{ consent: 'Consent/c1', provision: 'provision.provision[0]', effect: 'deny', reason: 'the consent denies this actor' }],
+          }),
+        ],
+      }),
+    );
+    const [page, authz] = events.map((e) => consoleModel.summarise(e));
+    assert.deepEqual(page.counts, { released: 2, redacted: 1, withheld: 1 });
+    assert.deepEqual(
+      page.resources.map((r) => [r.reference, r.disposition, r.paths, r.rules.map((x) => x.rule)]),
+      [
+        ['Observation/o1/_history/1', 'released', [], []],
+        ['Condition/c9/_history/4', 'released', [], []],
+        ['Observation/o2/_history/1', 'redacted', ['note[0]'], ['Consent/c2']],
+        ['Observation/o3/_history/7', 'withheld', [], ['Consent/c1']],
+      ],
+    );
+    assert.equal(page.requestId, 'req-1');
+    assert.deepEqual([authz.kind, authz.requestId], ['consent-decision', 'req-1']);
+  });
+
+  test('a page: one group entity per outcome, one AuthZconsent event per consent, a resource costs its reference text', () => {
+    const id = (i: number): string => `0f9c4a1e-7b2d-4c3a-9e8f-${String(i).padStart(12, '0')}`;
+    const page = (n: number): AuditEvent[] => {
+      const released = Array.from({ length: n }, (_, i) => ({ reference: `Observation/${id(i)}`, versionId: '1' }));
+      const withheld = Array.from({ length: n / 2 }, (_, i) => ({ reference: `Observation/${id(n + i)}`, versionId: '2', trace: [i % 2 ? CONSENT_DENY_TRACE : { ...CONSENT_DENY_TRACE, rule: 'Consent/c2' }] }));
+      const consentDecisions = [
+        { consent: 'Consent/c1', provision: 'provision.provision[0]', effect: 'deny' as const, reason: 'code denied' },
+        { consent: 'Consent/c1', provision: 'provision', effect: 'permit' as const, reason: 'treatment permitted' },
+        { consent: 'Consent/c2', provision: 'provision', effect: 'deny' as const, reason: 'period denied' },
+      ];
+      return build(record({ patients: [patient('P1', { released, withheld, consentDecisions })] }));
+    };
+    const events = page(100);
+    assert.equal(events.length, 3, 'one PatientQuery event and one AuthZconsent event per consent');
+    assert.equal(events[1].outcome, '8', 'a consent that denied anything in the request');
+    assert.match(events[1].outcomeDesc ?? '', /^Consent\/c1 provision\.provision\[0\]: deny — code denied; Consent\/c1 provision: permit — treatment permitted$/);
+    assert.equal(entitiesByRole(events[0], '4').length, 3, 'released, withheld by c1, withheld by c2');
+    assert.equal(resourcesOf(events[0]).length, 150);
+    // 150 more resources add their `id/_history/version` text and a separator each, nothing more.
+    const size = (e: AuditEvent): number => Buffer.byteLength(JSON.stringify(e));
+    const perResource = (size(page(200)[0]) - size(events[0])) / 150;
+    assert.ok(perResource <= `${id(0)}/_history/1 `.length, `${perResource} bytes per resource`);
   });
 });

@@ -61,6 +61,32 @@ export function entityOf(event: AuditEvent, reference: string): AuditEventEntity
   return event.entity?.find((e) => e.what?.reference === reference);
 }
 
+/** A resource outcome as the auditor console reads it (src/console/static/audit-model.js `resourcesOf`). */
+export interface ReadOutcome {
+  readonly reference: string;
+  readonly disposition: 'released' | 'redacted' | 'withheld';
+  readonly paths: string[];
+  readonly rules: { layer: string; effect: string; rule: string; provision?: string; ground?: string; reason: string }[];
+  readonly breakGlass: boolean;
+  readonly part2: boolean;
+}
+
+// The console's own reader (browser JS, untyped): the tests read events exactly as the auditor's screens do.
+export const consoleModel = (await import(new URL('../../src/console/static/audit-model.js', import.meta.url).href)) as {
+  resourcesOf(entity: AuditEventEntity): ReadOutcome[];
+  summarise(event: AuditEvent): { kind: string; requestId?: string; counts: Record<'released' | 'redacted' | 'withheld', number>; resources: ReadOutcome[]; outcomeDesc?: string };
+};
+
+/** Every resource an event accounts for, compact groups expanded. */
+export function resourcesOf(event: AuditEvent): ReadOutcome[] {
+  return (event.entity ?? []).flatMap((e) => consoleModel.resourcesOf(e));
+}
+
+/** The outcome recorded for one (versioned) reference, whichever entity form holds it. */
+export function outcomeOf(event: AuditEvent, reference: string): ReadOutcome | undefined {
+  return resourcesOf(event).find((r) => r.reference === reference);
+}
+
 export function entitiesByRole(event: AuditEvent, roleCode: string): AuditEventEntity[] {
   return (event.entity ?? []).filter((e) => e.role?.code === roleCode);
 }
@@ -88,4 +114,10 @@ export function journalEvent(id: string): AuditEvent {
     source: { observer: { display: 'gateway' } },
     entity: [{ what: { reference: `Observation/${id}` } }],
   };
+}
+
+/** A page-sized AuditEvent (a compact group of `count` versioned references), long enough to be stored deflated. */
+export function pageEvent(id: string, count = 100): AuditEvent {
+  const items = Array.from({ length: count }, (_, i) => `${id}-obs-${i}/_history/0f9c4a1e-7b2d-4c3a-9e8f-${String(i).padStart(12, '0')}`);
+  return { ...journalEvent(id), entity: [{ what: { reference: `Patient/${id}` } }, { detail: [{ type: 'Observation', valueString: items.join(' ') }] }] };
 }

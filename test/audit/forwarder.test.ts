@@ -7,7 +7,7 @@ import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
 import { AuditForwarder } from '../../src/audit/forwarder.ts';
 import { AuditJournal } from '../../src/audit/journal.ts';
 import { CHECKPOINT_FILE, entryHash, GENESIS_HASH, listSegments, segmentName } from '../../src/audit/segment.ts';
-import { journalEvent } from './fixtures.ts';
+import { journalEvent, pageEvent } from './fixtures.ts';
 import { startAuditUpstream, until, type AuditUpstream } from './upstream.ts';
 
 const dirs: string[] = [];
@@ -152,6 +152,26 @@ describe('audit forwarder', () => {
       const { meta: _meta, ...upstreamEvent } = stored.get(id) as AuditEvent;
       assert.deepEqual(upstreamEvent, journaled.get(id));
     }
+  });
+
+  test('a deflated (page-sized) event arrives upstream as the JSON that was journaled, once', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'audit-forward-'));
+    dirs.push(dir);
+    const journal = await AuditJournal.open(dir);
+    const ids = [`${process.pid}-page-${++counter}`, `${process.pid}-page-${++counter}`];
+    const events = ids.map((id) => pageEvent(id));
+    await journal.append(events);
+    await journal.close();
+    const sent: string[] = [];
+    const forwarder = new AuditForwarder({ dir, postBatch: (batch) => (sent.push(batch.toString('utf8')), upstream.postBatch(batch)) });
+    assert.equal(await forwarder.forwardOnce(), 2);
+    for (const event of events) assert.ok(sent[0].includes(JSON.stringify(event)), 'the inflated JSON is sent byte for byte');
+    const stored = new Map((await upstream.auditEvents()).map((e) => [e.id as string, e]));
+    for (const event of events) {
+      const { meta: _meta, ...upstreamEvent } = stored.get(event.id as string) as AuditEvent;
+      assert.deepEqual(upstreamEvent, event);
+    }
+    await assertDeliveredOnce(ids);
   });
 
   test('a line not in the journal’s own shape (key order, no id) is parsed and sent with an id from its hash', async () => {

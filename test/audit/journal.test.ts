@@ -4,9 +4,9 @@ import { appendFile, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/p
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AuditJournal, JournalCorruptError, defaultJournalIo, type JournalIo } from '../../src/audit/journal.ts';
-import { listSegments, parseEntry } from '../../src/audit/segment.ts';
+import { DEFLATE_MIN_BYTES, listSegments, parseEntry } from '../../src/audit/segment.ts';
 import { verifyJournal } from '../../src/audit/verify.ts';
-import { journalEvent as event } from './fixtures.ts';
+import { journalEvent as event, pageEvent } from './fixtures.ts';
 
 const dirs: string[] = [];
 after(async () => {
@@ -190,5 +190,38 @@ describe('audit journal', () => {
     await journal.close();
     await assert.rejects(journal.append([event('late')]), /closed/);
     assert.equal(journal.healthy(), false);
+  });
+});
+
+describe('audit journal: long events stored deflated (issue 15)', () => {
+  test('a page event is written deflated, under half its JSON size, and reads back equal; a small one stays plain JSON', async () => {
+    const dir = await tempDir();
+    const journal = await AuditJournal.open(dir);
+    const small = event('small');
+    const page = pageEvent('page');
+    await journal.append([small, page]);
+    const stats = journal.stats();
+    await journal.close();
+    const [segment] = await listSegments(dir);
+    const lines = (await readFile(join(dir, segment.name), 'utf8')).split('\n').filter(Boolean);
+    assert.ok(JSON.stringify(small).length < DEFLATE_MIN_BYTES && lines[0].includes('"event":{"resourceType":"AuditEvent"'), 'the small event is plain');
+    assert.ok(lines[1].includes('"eventDeflate":"') && !lines[1].includes('"event":'), 'the page event is deflated');
+    assert.ok(lines[1].length < JSON.stringify(page).length / 2, `${lines[1].length} bytes for a ${JSON.stringify(page).length}-byte event`);
+    assert.equal(stats.bytes, lines.join('\n').length + 1, 'the journal counts the bytes it wrote');
+    assert.deepEqual(lines.map((l) => parseEntry(l)?.event), [small, page]);
+    assert.deepEqual(await verifyJournal(dir), { ok: true, events: 2 });
+  });
+
+  test('a reopened journal continues the chain after a deflated last line', async () => {
+    const dir = await tempDir();
+    const first = await AuditJournal.open(dir);
+    await first.append([pageEvent('a')]);
+    await first.close();
+    const second = await AuditJournal.open(dir);
+    assert.equal(second.lastSeq, 1);
+    await second.append([pageEvent('b'), event('c')]);
+    await second.close();
+    assert.deepEqual((await readEntries(dir)).map((e) => e.id), ['a', 'b', 'c']);
+    assert.deepEqual(await verifyJournal(dir), { ok: true, events: 3 });
   });
 });

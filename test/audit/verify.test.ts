@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { AuditJournal } from '../../src/audit/journal.ts';
 import { CHECKPOINT_FILE, entryHash, listSegments, type JournalEntry } from '../../src/audit/segment.ts';
 import { runAuditVerifyCli, verifyJournal } from '../../src/audit/verify.ts';
-import { journalEvent as event } from './fixtures.ts';
+import { journalEvent as event, pageEvent } from './fixtures.ts';
 
 const dirs: string[] = [];
 after(async () => {
@@ -141,4 +141,33 @@ describe('audit verify', () => {
     assert.match(printed[1], new RegExp(`${segment} line 2 \\(seq 3\\)`));
     assert.equal(await runAuditVerifyCli([dir, 'extra'], (l) => printed.push(l)), 2);
   });
+});
+
+describe('audit verify: deflated events (issue 15)', () => {
+  async function pageJournal(): Promise<string> {
+    const dir = await mkdtemp(join(tmpdir(), 'audit-verify-'));
+    dirs.push(dir);
+    const journal = await AuditJournal.open(dir);
+    for (let i = 1; i <= 4; i++) await journal.append([pageEvent(`p${i}`)]);
+    await journal.close();
+    return dir;
+  }
+  const rows: { name: string; edit: (line: string) => string; problem: RegExp }[] = [
+    // A changed base64 character that still inflates is a changed event; the hash names it.
+    { name: 'one character of the deflated text changed', edit: (l) => l.replace(/"eventDeflate":"(.{40})(.)/, (_m, head: string, c: string) => `"eventDeflate":"${head}${c === 'A' ? 'B' : 'A'}`), problem: /hash does not match|unparseable/ },
+    { name: 'the deflated text cut short', edit: (l) => `${l.slice(0, l.length - 30)}"}`, problem: /hash does not match|unparseable/ },
+  ];
+  for (const row of rows) {
+    test(`detects ${row.name}`, async () => {
+      const dir = await pageJournal();
+      const segment = await editSingleSegment(dir, (lines) => lines.map((l, i) => (i === 2 ? row.edit(l) : l)));
+      const result = await verifyJournal(dir);
+      assert.equal(result.ok, false);
+      if (!result.ok) {
+        assert.equal(result.events, 2);
+        assert.deepEqual([result.firstBad.segment, result.firstBad.line], [segment, 3]);
+        assert.match(result.firstBad.problem, row.problem);
+      }
+    });
+  }
 });

@@ -9,6 +9,7 @@ import { startEmbeddedUpstream, type EmbeddedUpstream } from '../../src/embedded
 import { harmFlag, legalRestriction, PROCESS_INLINE } from '../decide/fixtures.ts';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
 import { startHarness, type Harness } from '../support/harness.ts';
+import { resourcesOf } from '../audit/fixtures.ts';
 import {
   act,
   actor,
@@ -342,8 +343,8 @@ const rows: Row[] = [
     const id = requestId('r25');
     assertReleased(await h.request(search('Observation', p), { token: await who.drA('BTG', { btg: true }), headers: { 'x-request-id': id } }), [`${p}-o1`, `${p}-oR`]);
     const events = await auditEventsFor(h.auditDir, id);
-    const btgEntity = events.flatMap((e) => e.entity ?? []).find((e) => e.what?.reference?.startsWith(`Observation/${p}-oR`));
-    assert.ok(btgEntity?.extension?.some((x) => x.valueCode === 'btg-released'), 'the R resource is marked as released under break-the-glass');
+    const btgResource = events.flatMap(resourcesOf).find((r) => r.reference.startsWith(`Observation/${p}-oR`));
+    assert.ok(btgResource?.breakGlass, 'the R resource is marked as released under break-the-glass');
     assert.ok(breakTheGlassMarks(events).includes('btg-released'));
   } },
   { n: 26, name: 'same as 25: dr-a TREAT → R filtered', world: 'all-normal', run: async ({ h, who }) => {

@@ -9,6 +9,7 @@ import type { AuditEvent, Bundle, BundleEntry, Coding, Extension, Observation, R
 import { DG_EXT_AUDIT_BREAK_THE_GLASS, DG_EXT_AUDIT_RULE } from '../../src/audit/extensions.ts';
 import { act, actor, conf, consent as consentFor, purpose, TPO } from '../decide/fixtures.ts';
 import { pou, type Harness } from '../support/harness.ts';
+import { eventOfLine } from '../reliability/support.ts';
 
 export { act, actor, conf, purpose, TPO };
 
@@ -174,7 +175,7 @@ export async function auditEventsFor(auditDir: string, id: string): Promise<Audi
   for (const name of names) {
     for (const line of (await readFile(join(auditDir, name), 'utf8')).split('\n')) {
       if (!line.trim()) continue;
-      const event = (JSON.parse(line) as { event: AuditEvent }).event;
+      const event = eventOfLine(line);
       const ids = (event.entity ?? []).flatMap((e) => [e.what?.identifier?.value, ...(e.detail ?? []).map((d) => d.valueString)]);
       if (ids.includes(id)) events.push(event);
     }

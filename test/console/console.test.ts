@@ -10,7 +10,8 @@ import { verifyJournal } from '../../src/audit/verify.ts';
 import { demoResources } from '../../src/embedded/demo-data.ts';
 import { personaClaims } from '../../src/embedded/personas.ts';
 import { pou, startHarness, type Harness } from '../support/harness.ts';
-import { breakGlassOf, clientOf, concernsPatient, dispositionOf, isRest, launchChromium, patientOf, purposesOf, ruleReasonsOf, screenshot } from './support.ts';
+import { breakGlassOf, clientOf, concernsPatient, isRest, launchChromium, patientOf, purposesOf, screenshot } from './support.ts';
+import { resourcesOf } from '../audit/fixtures.ts';
 
 /** The scripted traffic whose audit trail the console must show; each request has its own client id. */
 const scripted = [
@@ -146,7 +147,7 @@ describe('auditor console in headless Chromium', () => {
       assert.deepEqual(shown.map((r) => r.id).sort(), expected.map((e) => e.id).sort(), s.name);
       for (const event of expected) {
         const row = shown.find((r) => r.id === event.id)!;
-        const released = (event.entity ?? []).filter((e) => dispositionOf(e) === 'released').length;
+        const released = resourcesOf(event).filter((r) => r.disposition === 'released').length;
         if (event.outcome === '0') assert.match(row.text, new RegExp(`${released} released`), `${s.name}: released count`);
         else assert.equal(row.outcome, 'refused', `${s.name}: refused`);
         assert.equal(row.btg, breakGlassOf(event) !== undefined, `${s.name}: break-the-glass highlight`);
@@ -260,7 +261,7 @@ describe('auditor console in headless Chromium', () => {
   });
 
   test('the why view shows the trace of each resource and explains a hypothetical request', async () => {
-    const event = restOf('ct-patient').find((e) => (e.entity ?? []).some((x) => dispositionOf(x) === 'withheld'));
+    const event = restOf('ct-patient').find((e) => resourcesOf(e).some((r) => r.disposition === 'withheld'));
     assert.ok(event, 'the harm determination withheld a report from the patient');
     await signIn(auditorToken);
     await page.goto(`${root}/console#/timeline?client=ct-patient`);
@@ -269,11 +270,11 @@ describe('auditor console in headless Chromium', () => {
     await page.waitForSelector('#trace-table');
     await page.waitForSelector('#view-why[aria-busy="false"]');
     const rows = await page.$$eval('#trace-table tbody tr', (trs) => trs.map((tr) => ({ resource: tr.querySelector('th')?.textContent ?? '', text: tr.textContent ?? '' })));
-    for (const entity of (event.entity ?? []).filter((x) => dispositionOf(x) !== undefined)) {
-      const row = rows.find((r) => r.resource === entity.what?.reference);
-      assert.ok(row, `${entity.what?.reference} missing from the trace`);
-      assert.ok(row.text.includes(dispositionOf(entity)!), `${entity.what?.reference}: disposition`);
-      for (const reason of ruleReasonsOf(entity)) assert.ok(row.text.includes(reason), `${entity.what?.reference}: rule "${reason}" not shown`);
+    for (const resource of resourcesOf(event)) {
+      const row = rows.find((r) => r.resource === resource.reference);
+      assert.ok(row, `${resource.reference} missing from the trace`);
+      assert.ok(row.text.includes(resource.disposition), `${resource.reference}: disposition`);
+      for (const { reason } of resource.rules) assert.ok(row.text.includes(reason), `${resource.reference}: rule "${reason}" not shown`);
     }
 
     const question = { actor: 'Patient/p1', purpose: 'PATRQT', scope: 'patient/*.rs', reference: 'DiagnosticReport/d1' };

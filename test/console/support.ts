@@ -3,9 +3,9 @@
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { AuditEvent, AuditEventEntity } from '@medplum/fhirtypes';
+import type { AuditEvent } from '@medplum/fhirtypes';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { DG_EXT_AUDIT_BREAK_THE_GLASS, DG_EXT_AUDIT_DISPOSITION, DG_EXT_AUDIT_RULE } from '../../src/audit/extensions.ts';
+import { DG_EXT_AUDIT_BREAK_THE_GLASS } from '../../src/audit/extensions.ts';
 
 /** A system Chromium when one is installed, else the one @sparticuz/chromium ships inside its npm package (no apt step). */
 export async function chromiumExecutable(): Promise<string> {
@@ -64,17 +64,8 @@ export function concernsPatient(event: AuditEvent, patientId: string): boolean {
   return references.includes(`Patient/${patientId}`);
 }
 
-export function dispositionOf(entity: AuditEventEntity): string | undefined {
-  return entity.extension?.find((e) => e.url === DG_EXT_AUDIT_DISPOSITION)?.valueCode;
-}
 
 export function breakGlassOf(event: AuditEvent): string | undefined {
   return event.extension?.find((e) => e.url === DG_EXT_AUDIT_BREAK_THE_GLASS)?.valueCode;
 }
 
-/** The `reason` of every audit-rule extension on an entity. */
-export function ruleReasonsOf(entity: AuditEventEntity): string[] {
-  return (entity.extension ?? [])
-    .filter((e) => e.url === DG_EXT_AUDIT_RULE)
-    .map((e) => e.extension?.find((p) => p.url === 'reason')?.valueString ?? '');
-}

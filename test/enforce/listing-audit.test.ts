@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { AuditEvent, Resource } from '@medplum/fhirtypes';
-import { DG_EXT_AUDIT_DISPOSITION } from '../../src/audit/extensions.ts';
+import { resourcesOf } from '../audit/fixtures.ts';
 import { journalEvents, requestIdOf } from '../reliability/support.ts';
 import { pou, startHarness, type Harness } from '../support/harness.ts';
 
@@ -15,9 +15,9 @@ for (let i = 0; i < 7; i++) {
 function releasedIn(events: AuditEvent[], requestId: string): string[] {
   return events
     .filter((e) => requestIdOf(e) === requestId)
-    .flatMap((e) => e.entity ?? [])
-    .filter((entity) => entity.extension?.some((x) => x.url === DG_EXT_AUDIT_DISPOSITION && x.valueCode === 'released'))
-    .map((entity) => (entity.what?.reference ?? '').replace(/\/_history\/.*$/, ''))
+    .flatMap(resourcesOf)
+    .filter((r) => r.disposition === 'released')
+    .map((r) => r.reference.replace(/\/_history\/.*$/, ''))
     .filter((ref) => ref.startsWith('Observation/'))
     .sort();
 }

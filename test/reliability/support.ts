@@ -5,6 +5,7 @@ import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import type { AuditEvent, Observation } from '@medplum/fhirtypes';
 import { V3_CONFIDENTIALITY } from '../../src/fhir/systems.ts';
+import { parseEntry } from '../../src/audit/segment.ts';
 
 export interface SeenResponse {
   readonly status: number;
@@ -36,13 +37,20 @@ export function isOperationOutcome(text: string): boolean {
   }
 }
 
+/** The event of one journal line, plain or deflated (src/audit/segment.ts). */
+export function eventOfLine(line: string): AuditEvent {
+  const entry = parseEntry(line);
+  if (!entry) throw new Error(`not a journal line: ${line.slice(0, 80)}`);
+  return entry.event;
+}
+
 /** Every event in the journal directory, in sequence order. */
 export async function journalEvents(dir: string): Promise<AuditEvent[]> {
   const names = (await readdir(dir)).filter((n) => /^audit-\d{12}\.ndjson$/.test(n)).sort();
   const events: AuditEvent[] = [];
   for (const name of names) {
     const text = await readFile(join(dir, name), 'utf8');
-    for (const line of text.split('\n')) if (line.trim()) events.push((JSON.parse(line) as { event: AuditEvent }).event);
+    for (const line of text.split('\n')) if (line.trim()) events.push(eventOfLine(line));
   }
   return events;
 }

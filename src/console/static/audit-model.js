@@ -87,6 +87,34 @@ export function unversioned(reference) {
  * @typedef {{ reference: string, disposition: 'released' | 'redacted' | 'withheld', paths: string[], rules: ReturnType<typeof ruleOf>[], breakGlass: boolean, part2: boolean }} ResourceOutcome
  */
 
+const RESOURCE_TYPE = /^[A-Z][A-Za-z]{1,63}$/;
+
+/**
+ * The resources one entity accounts for. An entity with a disposition names one resource (`what`) or, in
+ * the compact form of query events, many: each `detail` whose type is a resource type lists space-separated
+ * `id/_history/version` items that share the entity's disposition, paths and rules.
+ * @param {any} entity an AuditEvent.entity
+ * @returns {ResourceOutcome[]}
+ */
+export function resourcesOf(entity) {
+  const disposition = ext(entity, EXT.disposition)[0]?.valueCode;
+  if (!disposition) return [];
+  const outcome = (reference) => ({
+    reference,
+    disposition,
+    paths: ext(entity, EXT.redactedPath).map((x) => x.valueString),
+    rules: ext(entity, EXT.rule).map(ruleOf),
+    breakGlass: ext(entity, EXT.breakTheGlass).length > 0,
+    part2: (entity.securityLabel ?? []).some((l) => l.code === '42CFRPart2'),
+  });
+  const references = typeof entity.what?.reference === 'string' ? [entity.what.reference] : [];
+  for (const d of entity.detail ?? []) {
+    if (!RESOURCE_TYPE.test(d.type ?? '')) continue;
+    for (const item of (d.valueString ?? '').split(' ')) if (item) references.push(`${d.type}/${item}`);
+  }
+  return references.map(outcome);
+}
+
 /** @param {any} event an AuditEvent */
 export function summarise(event) {
   const agents = event.agent ?? [];
@@ -103,19 +131,7 @@ export function summarise(event) {
   const consentEntity = entities.find((e) => e.type?.code === 'Consent');
 
   /** @type {ResourceOutcome[]} */
-  const resources = [];
-  for (const e of entities) {
-    const disposition = ext(e, EXT.disposition)[0]?.valueCode;
-    if (!disposition) continue;
-    resources.push({
-      reference: e.what?.reference ?? '',
-      disposition,
-      paths: ext(e, EXT.redactedPath).map((x) => x.valueString),
-      rules: ext(e, EXT.rule).map(ruleOf),
-      breakGlass: ext(e, EXT.breakTheGlass).length > 0,
-      part2: (e.securityLabel ?? []).some((l) => l.code === '42CFRPart2'),
-    });
-  }
+  const resources = entities.flatMap(resourcesOf);
   const count = (d) => resources.filter((r) => r.disposition === d).length;
   const subtype = event.subtype?.[0]?.code ?? '';
   const kind = event.type?.code === 'rest' ? 'rest' : subtype === 'AuthZ-Consent' ? 'consent-decision' : 'other';
