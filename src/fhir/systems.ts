@@ -14,6 +14,7 @@ export const DATA_ABSENT_REASON = 'http://terminology.hl7.org/CodeSystem/data-ab
 export const DS4P_INLINE_LABEL = 'http://hl7.org/fhir/uv/security-label-ds4p/StructureDefinition/extension-inline-sec-label';
 export const DS4P_EXTENSION_DISPLAY = 'http://hl7.org/fhir/uv/security-label-ds4p/StructureDefinition/extension-display';
 export const R5_CONSENT_DECISION = 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Consent.decision';
+export const R5_CONSENT_PERIOD = 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Consent.period';
 export const SECURITY_TAG_SCHEME = 'http://hl7.org/fhir/tag/security';
 
 export const PART2_NOTICE = '42 CFR part 2 prohibits unauthorized use or disclosure of these records.';
