@@ -2,7 +2,7 @@
 // action, periods, break-the-glass, harm-flag validity — so that evaluate() reads only resource facts.
 import type { CodeableConcept, Coding, Consent, ConsentProvision, Period, Reference } from '@medplum/fhirtypes';
 import type { DecisionPolicy } from '../config/policy.ts';
-import { V3_ACT_CODE, V3_CONFIDENTIALITY } from '../fhir/systems.ts';
+import { canonicalCoding, canonicalSystem, V3_ACT_CODE, V3_CONFIDENTIALITY } from '../fhir/systems.ts';
 import {
   type Effect,
   enforcementStatus,
@@ -297,7 +297,7 @@ function compileProvision(
   if (!withBtg && children.length === 0 && !isRoot) return null;
   const part2Release =
     shape.effect === 'permit' &&
-    (p.securityLabel ?? []).some((c) => part2ReleaseCodes.has(c.code ?? '') && (c.system === V3_ACT_CODE || c.system === undefined));
+    (p.securityLabel ?? []).some((c) => part2ReleaseCodes.has(c.code ?? '') && (canonicalSystem(c.system) === V3_ACT_CODE || c.system === undefined));
   const layer = legal ? 'legal-restriction' : 'consent';
   const reason = legal
     ? shape.effect === 'deny'
@@ -375,7 +375,8 @@ function compileMatcher(p: ConsentProvision, effect: Effect, view: RequestView):
 
   let confidentiality = -1;
   let sensitivity: Map<string, Set<string>> | null = null;
-  for (const c of p.securityLabel ?? []) {
+  for (const written of p.securityLabel ?? []) {
+    const c = canonicalCoding(written); // any spelling the standards accept (issue 13)
     const rank = c.system === V3_CONFIDENTIALITY || c.system === undefined ? confidentialityRank(c.code) : -1;
     if (rank >= 0) {
       // Permit: clearance = highest listed; deny: floor = lowest listed (SPEC §4.1).

@@ -2,7 +2,7 @@
 // root period. Shared by compile() and $consent-enforcement-status so both say the same thing.
 import type { Consent, Period } from '@medplum/fhirtypes';
 import type { DecisionPolicy } from '../config/policy.ts';
-import { CONSENT_SCOPE, DG_CODES, R5_CONSENT_DECISION, R5_CONSENT_PERIOD } from '../fhir/systems.ts';
+import { canonicalSystem, CONSENT_SCOPE, DG_CODES, R5_CONSENT_DECISION, R5_CONSENT_PERIOD } from '../fhir/systems.ts';
 import { dateHigh, dateLow } from './resource-facts.ts';
 import type { EnforcementStatus } from './types.ts';
 import { isR5Consent, validatePolicyResource } from './validate.ts';
@@ -40,7 +40,7 @@ export function consentScopeCodes(consent: Consent): string[] {
   if (fromScope.length > 0) return fromScope;
   const fromCategory = (consent.category ?? [])
     .flatMap((cc) => cc.coding ?? [])
-    .filter((c) => c.system === CONSENT_SCOPE || (c.system === undefined && scopeCodes.has(c.code ?? '')))
+    .filter((c) => canonicalSystem(c.system) === CONSENT_SCOPE || (c.system === undefined && scopeCodes.has(c.code ?? '')))
     .map((c) => c.code)
     .filter((c): c is string => !!c);
   if (fromCategory.length > 0) return fromCategory;

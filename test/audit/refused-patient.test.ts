@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { AuditEvent, Bundle, Resource } from '@medplum/fhirtypes';
 import { personaClaims } from '../../src/embedded/personas.ts';
-// The console's own reader of AuditEvents (plain ESM, no DOM needed for summarise).
+// The console's own reader of AuditEvents (plain browser ESM without type declarations; summarise needs no DOM).
+// @ts-expect-error -- no declaration file for the console's static module
 import { summarise } from '../../src/console/static/audit-model.js';
 import { journalEvents, requestIdOf } from '../reliability/support.ts';
 import { pou, startHarness, type Harness } from '../support/harness.ts';
