@@ -105,8 +105,9 @@ export function applyObligations<T extends Resource>(resource: T, decision: Deci
     if (obligation.kind === 'add-security-label') meta = withSecurity(meta, obligation.coding);
     if (obligation.kind === 'notice') {
       const extension = meta?.extension ?? [];
-      if (!extension.some((e) => e.url === DS4P_EXTENSION_DISPLAY && e.valueString === obligation.text)) {
-        meta = { ...meta, extension: [...extension, { url: DS4P_EXTENSION_DISPLAY, valueString: obligation.text }] };
+      // DS4P 1.0.0 extension-display takes an Annotation (its StructureDefinition: Extension.valueAnnotation).
+      if (!extension.some((e) => e.url === DS4P_EXTENSION_DISPLAY && e.valueAnnotation?.text === obligation.text)) {
+        meta = { ...meta, extension: [...extension, { url: DS4P_EXTENSION_DISPLAY, valueAnnotation: { text: obligation.text } }] };
       }
     }
   }
