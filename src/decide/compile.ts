@@ -2,7 +2,7 @@
 // action, periods, break-the-glass, harm-flag validity — so that evaluate() reads only resource facts.
 import type { CodeableConcept, Coding, Consent, ConsentProvision, Period, Reference } from '@medplum/fhirtypes';
 import type { DecisionPolicy } from '../config/policy.ts';
-import { canonicalCoding, canonicalSystem, V3_ACT_CODE, V3_CONFIDENTIALITY } from '../fhir/systems.ts';
+import { canonicalCoding, canonicalSystem, V3_ACT_CODE, V3_ACT_REASON, V3_CONFIDENTIALITY } from '../fhir/systems.ts';
 import {
   type Effect,
   enforcementStatus,
@@ -237,7 +237,7 @@ function compileConsent(
   return {
     reference,
     legal,
-    dateTime: consent.dateTime ? dateLow(consent.dateTime) : -Infinity,
+    dateTime: consentDate(consent),
     root: compiledRoot,
     applies: root.effect === 'permit' || compiledRoot.active,
     notGranted: {
@@ -260,6 +260,12 @@ function compileConsent(
       },
     },
   };
+}
+
+/** When the consent was given: R4 `dateTime`, R5 `date` (SPEC §4.1 combiner: most recent decides). */
+function consentDate(consent: Consent): number {
+  const written = consent.dateTime ?? (consent as unknown as { date?: string }).date;
+  return written ? dateLow(written) : -Infinity;
 }
 
 function inactiveRoot(root: ProvisionShape, reference: string, legal: boolean): CompiledProvision {
@@ -341,7 +347,8 @@ function actorMatches(reference: Reference | undefined, view: RequestView): bool
 
 function purposeMatches(rulePurpose: Coding, purposes: readonly string[]): boolean {
   const code = rulePurpose.code;
-  if (!code) return false;
+  // Requests carry v3-ActReason purposes only (SPEC §3): a rule purpose of another system matches none of them.
+  if (!code || (rulePurpose.system !== undefined && canonicalSystem(rulePurpose.system) !== V3_ACT_REASON)) return false;
   return purposes.some((p) => purposeIsA(p, code));
 }
 

@@ -159,10 +159,16 @@ function r4Tree(element: Json, path: string, effect: Effect): { ok: true; node: 
   return { ok: true, node: { element, path, effect, children } };
 }
 
+/** R5 splits R4's provision.class into `resourceType` and `documentType`; both are read as class. */
+function asR4Provision(element: Json): Json {
+  const r5Class = [...((element.resourceType as unknown[] | undefined) ?? []), ...((element.documentType as unknown[] | undefined) ?? [])];
+  return r5Class.length === 0 ? element : { ...element, class: [...((element.class as unknown[] | undefined) ?? []), ...r5Class] };
+}
+
 function r5Tree(element: Json, path: string, effect: Effect): ProvisionShape {
   const nested = (element.provision as Json[] | undefined) ?? [];
   return {
-    element,
+    element: asR4Provision(element),
     path,
     effect,
     children: nested.map((p, i) => r5Tree(p, `${path}.provision[${i}]`, reverse(effect))),

@@ -210,6 +210,12 @@ const rows: Row[] = [
   { name: '47j R5-in-R4 root provision period is the exception\'s, not the consent\'s: expired exception skipped',
     consents: [consent('r5-period', { purpose: purpose('ETREAT'), period: { start: '2020-01-01', end: '2020-12-31' } }, { extension: [{ url: R5_CONSENT_DECISION, valueCode: 'deny' }] })],
     requester: who.drA(['ETREAT']), resources: [o1], expect: { o1: 'deny' }, check: (_d, c) => assert.equal(c.statuses[0].status, 'ENFORCEABLE') },
+  { name: '47k R5 `date` orders consents like R4 dateTime: the newer R5 permit (2024) wins over the older R5 deny (2023)',
+    consents: [
+      { resourceType: 'Consent', id: 'r5-old', status: 'active', date: '2023-01-01', decision: 'deny', provision: [] },
+      { resourceType: 'Consent', id: 'r5-new', status: 'active', date: '2024-01-01', decision: 'permit', provision: [] },
+    ] as unknown as Consent[],
+    requester: who.drA(), resources: [o1], expect: { o1: 'permit' } },
   { name: '48 permit N: an included R observation is filtered', consents: [permitN], requester: who.drA(), resources: [encounter('e1'), oR], expect: { e1: 'permit', oR: 'deny' } },
   { name: '49 consent with scope treatment is ignored', consents: [consent('c49', { type: 'deny' }, { scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'treatment' }] } })],
     requester: who.drA(), resources: [o1], expect: { o1: 'permit' }, check: (_d, c) => assert.equal(c.statuses[0].status, 'UNSUPPORTED') },
