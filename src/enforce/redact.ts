@@ -4,9 +4,9 @@ import { tryGetDataType, type InternalTypeSchema } from '@medplum/core';
 import type { Coding, Extension, Meta, Resource } from '@medplum/fhirtypes';
 import type { Decision } from '../decide/types.ts';
 import { loadFhirDefinitions } from '../fhir/definitions.ts';
-import { DS4P_EXTENSION_DISPLAY, V3_OBSERVATION_VALUE } from '../fhir/systems.ts';
+import { DATA_ABSENT_REASON_EXTENSION, DS4P_EXTENSION_DISPLAY, V3_OBSERVATION_VALUE } from '../fhir/systems.ts';
 
-const maskedExtension: Extension = { url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: 'masked' };
+const maskedExtension: Extension = { url: DATA_ABSENT_REASON_EXTENSION, valueCode: 'masked' };
 export const redactedLabel: Coding = { system: V3_OBSERVATION_VALUE, code: 'REDACTED', display: 'redacted' };
 
 type Json = Record<string, unknown>;

@@ -11,6 +11,8 @@ export const V3_OBSERVATION_VALUE = 'http://terminology.hl7.org/CodeSystem/v3-Ob
 export const CONSENT_SCOPE = 'http://terminology.hl7.org/CodeSystem/consentscope';
 export const CONSENT_POLICY = 'http://terminology.hl7.org/CodeSystem/consentpolicycodes';
 export const DATA_ABSENT_REASON = 'http://terminology.hl7.org/CodeSystem/data-absent-reason';
+/** The R4 core extension that says why a required element is absent (SPEC §5: `masked` after redaction). */
+export const DATA_ABSENT_REASON_EXTENSION = 'http://hl7.org/fhir/StructureDefinition/data-absent-reason';
 export const DS4P_INLINE_LABEL = 'http://hl7.org/fhir/uv/security-label-ds4p/StructureDefinition/extension-inline-sec-label';
 export const DS4P_EXTENSION_DISPLAY = 'http://hl7.org/fhir/uv/security-label-ds4p/StructureDefinition/extension-display';
 export const R5_CONSENT_DECISION = 'http://hl7.org/fhir/5.0/StructureDefinition/extension-Consent.decision';

@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { describe, test } from 'node:test';
-import type { Bundle, CodeSystem, Coding, Resource } from '@medplum/fhirtypes';
+import type { Bundle, CodeSystem, Coding, Resource, StructureDefinition } from '@medplum/fhirtypes';
 import { policySchema } from '../../src/config/policy.ts';
 import { compile, evaluate } from '../../src/decide/index.ts';
-import { canonicalSystem, SYSTEM_SPELLINGS, V3_ACT_CODE, V3_ACT_REASON, V3_CONFIDENTIALITY } from '../../src/fhir/systems.ts';
+import { canonicalSystem, DATA_ABSENT_REASON, DATA_ABSENT_REASON_EXTENSION, SYSTEM_SPELLINGS, V3_ACT_CODE, V3_ACT_REASON, V3_CONFIDENTIALITY } from '../../src/fhir/systems.ts';
 import { categoryRequestsBreakGlass } from '../../src/provenance/break-glass.ts';
 import { resolvePurposeOfUse } from '../../src/provenance/purpose.ts';
 import { parseScopes } from '../../src/provenance/scopes.ts';
@@ -28,6 +28,15 @@ describe('code system spellings (issue 13)', () => {
       const identifiers = (systems.get(canonical)?.identifier ?? []).map((i) => i.value);
       assert.ok(identifiers.includes(oid), `${canonical} is not identified by ${oid} (has ${identifiers.join(', ')})`);
     }
+  });
+
+  test('data-absent-reason: the extension the redaction writes is the R4 one, its code `masked` is in the code system', () => {
+    const ext = (r4('extension-definitions.json').entry ?? []).map((e) => e.resource as StructureDefinition).find((sd) => sd?.url === DATA_ABSENT_REASON_EXTENSION);
+    assert.ok(ext, 'R4 defines the extension');
+    assert.equal(ext.snapshot?.element?.find((e) => e.path === 'Extension.value[x]')?.type?.[0]?.code, 'code');
+    const cs = (r4('valuesets.json').entry ?? []).map((e) => e.resource as CodeSystem).find((r) => r?.resourceType === 'CodeSystem' && r.url === DATA_ABSENT_REASON);
+    const codes = JSON.stringify(cs?.concept ?? []);
+    assert.match(codes, /"code":"masked"/);
   });
 
   test('canonicalSystem maps the STU3 and OID spellings and leaves others alone', () => {
