@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { AuditEvent } from '@medplum/fhirtypes';
+import type { AuditEvent, CodeSystem } from '@medplum/fhirtypes';
 import { BALP_PROFILE } from '../../src/audit/build.ts';
 import { demoResources, demoSamplePaths } from '../../src/embedded/demo-data.ts';
 import { personaClaims, personaNames } from '../../src/embedded/personas.ts';
@@ -92,5 +92,28 @@ describe('every AuditEvent the gateway writes validates against the BALP profile
     const claimed = new Set(events.flatMap((e) => e.meta?.profile ?? []));
     for (const url of [BALP_PROFILE.patientRead, BALP_PROFILE.patientQuery, BALP_PROFILE.query, BALP_PROFILE.authzConsent]) assert.ok(claimed.has(url), `no event claims ${url}`);
     for (const e of events) if (e.type?.code === 'rest' && e.outcome !== '0') assert.equal(e.meta?.profile, undefined);
+  });
+
+  test('every BALP code the gateway writes is defined by the published BALP CodeSystem it names', () => {
+    const systems = new Map<string, Set<string>>();
+    for (const file of readdirSync(BALP_DIR).filter((f) => f.startsWith('CodeSystem-'))) {
+      const cs = JSON.parse(readFileSync(join(BALP_DIR, file), 'utf8')) as CodeSystem;
+      systems.set(cs.url as string, new Set((cs.concept ?? []).map((c) => c.code as string)));
+    }
+    const written: string[] = [];
+    const walk = (node: unknown): void => {
+      if (Array.isArray(node)) node.forEach(walk);
+      else if (node && typeof node === 'object') {
+        const { system, code } = node as { system?: unknown; code?: unknown };
+        if (typeof system === 'string' && system.startsWith('https://profiles.ihe.net/ITI/BALP/') && typeof code === 'string') written.push(`${system}|${code}`);
+        Object.values(node).forEach(walk);
+      }
+    };
+    walk(events);
+    assert.ok(written.length > 0);
+    for (const coding of new Set(written)) {
+      const [system, code] = coding.split('|');
+      assert.ok(systems.get(system)?.has(code), `${coding} is not defined by the published CodeSystem`);
+    }
   });
 });

@@ -37,6 +37,8 @@ const P = 'ex-patient';
 const bp = pcf('Observation-ex-bloodPressure'); // N, 2004, performer ex-author
 const alcohol = pcf('Observation-ex-alcoholUse'); // ETHUD + R, 2022-06-13
 const encounter = pcf('Encounter-ex-encounter');
+/** Group/ex-privilegedUsers' members, as the PCF example Group lists them. */
+const privileged = ((pcf('Group-ex-privilegedUsers') as unknown as { member?: { entity?: { reference?: string } }[] }).member ?? []).map((m) => m.entity?.reference ?? '');
 const psyR = obs('psy', P, ['PSY', 'R']);
 const sdvR = obs('sdv', P, ['SDV', 'R']);
 const byPractitioner = obs('by-practitioner', P, [], { performer: [{ reference: 'Practitioner/ex-practitioner' }] });
@@ -144,7 +146,7 @@ function decide(c: Consent, k: Case, at: Date): void {
   const compiled = compile(
     {
       patientId: patientOf(c), consents: [c], flags: [], identifiers: {}, careRelationships: [],
-      memberships: { 'Group/ex-privilegedUsers': ['Practitioner/ex-practitioner'] },
+      memberships: { 'Group/ex-privilegedUsers': privileged },
       dataReferences: { 'Encounter/ex-encounter': ['Patient/ex-patient'], 'MedicationRequest/medrx0305': ['Patient/f001'] },
     },
     k.who, defaultPolicy, at,
