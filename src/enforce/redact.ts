@@ -4,7 +4,7 @@ import { tryGetDataType, type InternalTypeSchema } from '@medplum/core';
 import type { Coding, Extension, Meta, Resource } from '@medplum/fhirtypes';
 import type { Decision } from '../decide/types.ts';
 import { loadFhirDefinitions } from '../fhir/definitions.ts';
-import { DATA_ABSENT_REASON_EXTENSION, DS4P_EXTENSION_DISPLAY, V3_OBSERVATION_VALUE } from '../fhir/systems.ts';
+import { canonicalSystem, DATA_ABSENT_REASON_EXTENSION, DS4P_EXTENSION_DISPLAY, V3_OBSERVATION_VALUE } from '../fhir/systems.ts';
 
 const maskedExtension: Extension = { url: DATA_ABSENT_REASON_EXTENSION, valueCode: 'masked' };
 export const redactedLabel: Coding = { system: V3_OBSERVATION_VALUE, code: 'REDACTED', display: 'redacted' };
@@ -82,7 +82,8 @@ function byIndexDescending(a: string, b: string): number {
 
 function withSecurity(meta: Meta | undefined, coding: Coding): Meta {
   const security = meta?.security ?? [];
-  if (security.some((c) => c.system === coding.system && c.code === coding.code)) return { ...meta };
+  // Already there in any spelling the standards accept (issue 13): not added twice.
+  if (security.some((c) => canonicalSystem(c.system) === coding.system && c.code === coding.code)) return { ...meta };
   return { ...meta, security: [...security, coding] };
 }
 

@@ -8,6 +8,7 @@ import type { Bundle, CodeSystem, Coding, Resource, StructureDefinition } from '
 import { policySchema } from '../../src/config/policy.ts';
 import { compile, evaluate } from '../../src/decide/index.ts';
 import { canonicalSystem, DATA_ABSENT_REASON, DATA_ABSENT_REASON_EXTENSION, SYSTEM_SPELLINGS, V3_ACT_CODE, V3_ACT_REASON, V3_CONFIDENTIALITY } from '../../src/fhir/systems.ts';
+import { applyObligations } from '../../src/enforce/redact.ts';
 import { categoryRequestsBreakGlass } from '../../src/provenance/break-glass.ts';
 import { resolvePurposeOfUse } from '../../src/provenance/purpose.ts';
 import { parseScopes } from '../../src/provenance/scopes.ts';
@@ -37,6 +38,12 @@ describe('code system spellings (issue 13)', () => {
     const cs = (r4('valuesets.json').entry ?? []).map((e) => e.resource as CodeSystem).find((r) => r?.resourceType === 'CodeSystem' && r.url === DATA_ABSENT_REASON);
     const codes = JSON.stringify(cs?.concept ?? []);
     assert.match(codes, /"code":"masked"/);
+  });
+
+  test('an obligation label already on the resource in another spelling is not added twice', () => {
+    const resource = observation('p2', [{ system: 'urn:oid:2.16.840.1.113883.5.4', code: 'NORDSCLCD' }]);
+    const released = applyObligations(resource, { outcome: 'permit', obligations: [{ kind: 'add-security-label', coding: { system: V3_ACT_CODE, code: 'NORDSCLCD' } }], trace: [], breakGlassUsed: false, part2: true });
+    assert.equal(released.meta?.security?.filter((c) => c.code === 'NORDSCLCD').length, 1);
   });
 
   test('canonicalSystem maps the STU3 and OID spellings and leaves others alone', () => {
