@@ -156,7 +156,12 @@ function patientsNamedByRoute(route: FhirRoute, req: Request): string[] {
  */
 function requestedPatients(exchange: Exchange | undefined, route: FhirRoute | undefined, req: Request, status: number): string[] {
   const named = new Set(exchange?.namedPatients);
-  if (status >= 400 && route !== undefined) for (const id of patientsNamedByRoute(route, req)) named.add(id);
+  if (status < 400 || route === undefined) return [...named];
+  try {
+    for (const id of patientsNamedByRoute(route, req)) named.add(id);
+  } catch {
+    // An unparseable query names no one; the refusal is still recorded.
+  }
   return [...named];
 }
 
