@@ -400,9 +400,13 @@ function restProfile(event: AuditEvent, shape: Shape, withPatient: boolean): str
     if (data.length !== 1) return undefined;
     return withPatient ? BALP_PROFILE.patientRead : BALP_PROFILE.read;
   }
-  if (shape === 'query') return withPatient ? BALP_PROFILE.patientQuery : BALP_PROFILE.query;
+  // BALP Query binds its subtype slice to AllSearchVS: history, batch and operations keep the pattern unclaimed.
+  if (shape === 'query' && BALP_SEARCH_SUBTYPES.has(event.subtype?.[0]?.code ?? '')) return withPatient ? BALP_PROFILE.patientQuery : BALP_PROFILE.query;
   return undefined;
 }
+
+/** BALP ValueSet AllSearchVS (restful-interaction codes a Query event's subtype slice takes). */
+const BALP_SEARCH_SUBTYPES = new Set(['search', 'search-type', 'search-system']);
 
 function restEvent(record: DisclosureRecord, patient: PatientDisclosure | undefined, opts: AuditBuildOptions): AuditEvent {
   const shape = shapeOf(record.interaction);

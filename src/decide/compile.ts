@@ -2,7 +2,7 @@
 // action, periods, break-the-glass, harm-flag validity — so that evaluate() reads only resource facts.
 import type { CodeableConcept, Coding, Consent, ConsentProvision, Period, Reference } from '@medplum/fhirtypes';
 import type { DecisionPolicy } from '../config/policy.ts';
-import { V3_ACT_CODE, V3_CONFIDENTIALITY } from '../fhir/systems.ts';
+import { canonicalCoding, canonicalSystem, V3_ACT_CODE, V3_ACT_REASON, V3_CONFIDENTIALITY } from '../fhir/systems.ts';
 import {
   type Effect,
   enforcementStatus,
@@ -237,7 +237,7 @@ function compileConsent(
   return {
     reference,
     legal,
-    dateTime: consent.dateTime ? dateLow(consent.dateTime) : -Infinity,
+    dateTime: consentDate(consent),
     root: compiledRoot,
     applies: root.effect === 'permit' || compiledRoot.active,
     notGranted: {
@@ -260,6 +260,12 @@ function compileConsent(
       },
     },
   };
+}
+
+/** When the consent was given: R4 `dateTime`, R5 `date` (SPEC §4.1 combiner: most recent decides). */
+function consentDate(consent: Consent): number {
+  const written = consent.dateTime ?? (consent as unknown as { date?: string }).date;
+  return written ? dateLow(written) : -Infinity;
 }
 
 function inactiveRoot(root: ProvisionShape, reference: string, legal: boolean): CompiledProvision {
@@ -297,7 +303,7 @@ function compileProvision(
   if (!withBtg && children.length === 0 && !isRoot) return null;
   const part2Release =
     shape.effect === 'permit' &&
-    (p.securityLabel ?? []).some((c) => part2ReleaseCodes.has(c.code ?? '') && (c.system === V3_ACT_CODE || c.system === undefined));
+    (p.securityLabel ?? []).some((c) => part2ReleaseCodes.has(c.code ?? '') && (canonicalSystem(c.system) === V3_ACT_CODE || c.system === undefined));
   const layer = legal ? 'legal-restriction' : 'consent';
   const reason = legal
     ? shape.effect === 'deny'
@@ -341,7 +347,8 @@ function actorMatches(reference: Reference | undefined, view: RequestView): bool
 
 function purposeMatches(rulePurpose: Coding, purposes: readonly string[]): boolean {
   const code = rulePurpose.code;
-  if (!code) return false;
+  // Requests carry v3-ActReason purposes only (SPEC §3): a rule purpose of another system matches none of them.
+  if (!code || (rulePurpose.system !== undefined && canonicalSystem(rulePurpose.system) !== V3_ACT_REASON)) return false;
   return purposes.some((p) => purposeIsA(p, code));
 }
 
@@ -375,7 +382,8 @@ function compileMatcher(p: ConsentProvision, effect: Effect, view: RequestView):
 
   let confidentiality = -1;
   let sensitivity: Map<string, Set<string>> | null = null;
-  for (const c of p.securityLabel ?? []) {
+  for (const written of p.securityLabel ?? []) {
+    const c = canonicalCoding(written); // any spelling the standards accept (issue 13)
     const rank = c.system === V3_CONFIDENTIALITY || c.system === undefined ? confidentialityRank(c.code) : -1;
     if (rank >= 0) {
       // Permit: clearance = highest listed; deny: floor = lowest listed (SPEC §4.1).

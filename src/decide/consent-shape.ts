@@ -2,7 +2,7 @@
 // root period. Shared by compile() and $consent-enforcement-status so both say the same thing.
 import type { Consent, Period } from '@medplum/fhirtypes';
 import type { DecisionPolicy } from '../config/policy.ts';
-import { CONSENT_SCOPE, DG_CODES, R5_CONSENT_DECISION } from '../fhir/systems.ts';
+import { canonicalSystem, CONSENT_SCOPE, DG_CODES, R5_CONSENT_DECISION, R5_CONSENT_PERIOD } from '../fhir/systems.ts';
 import { dateHigh, dateLow } from './resource-facts.ts';
 import type { EnforcementStatus } from './types.ts';
 import { isR5Consent, validatePolicyResource } from './validate.ts';
@@ -40,16 +40,19 @@ export function consentScopeCodes(consent: Consent): string[] {
   if (fromScope.length > 0) return fromScope;
   const fromCategory = (consent.category ?? [])
     .flatMap((cc) => cc.coding ?? [])
-    .filter((c) => c.system === CONSENT_SCOPE || (c.system === undefined && scopeCodes.has(c.code ?? '')))
+    .filter((c) => canonicalSystem(c.system) === CONSENT_SCOPE || (c.system === undefined && scopeCodes.has(c.code ?? '')))
     .map((c) => c.code)
     .filter((c): c is string => !!c);
   if (fromCategory.length > 0) return fromCategory;
   return isR5Consent(consent) ? ['patient-privacy'] : [];
 }
 
-/** Root period: R4 provision.period, R5 Consent.period. */
+/** Root period: R4 provision.period, R5 Consent.period (R5-in-R4: its period extension). */
 export function rootPeriod(consent: Consent): Period | undefined {
   const r = consent as unknown as Json;
+  // R5-in-R4: the root provision is an exception (its period is the exception's), the consent's own
+  // period travels in the R5 period extension.
+  if (r5Decision(consent) && !Array.isArray(r.provision)) return consent.extension?.find((e) => e.url === R5_CONSENT_PERIOD)?.valuePeriod;
   const provision = r.provision;
   if (provision && !Array.isArray(provision) && (provision as Json).period) return (provision as Json).period as Period;
   return r.period as Period | undefined;
@@ -97,22 +100,12 @@ export function readConsentShape(consent: Consent): { ok: true; shape: ConsentSh
     return { ok: true, shape: { root, r5: true, baseFrom: `decision ${decision}` } };
   }
   const element = (provision as Json | undefined) ?? {};
+  const extensionDecision = r5Decision(consent);
+  if (extensionDecision) return r5InR4Shape(element, provision !== undefined, extensionDecision);
   const rootType = element.type === 'permit' || element.type === 'deny' ? (element.type as Effect) : undefined;
   if (rootType) {
     const tree = r4Tree(element, 'provision', rootType);
     return tree.ok ? { ok: true, shape: { root: tree.node, r5: false, baseFrom: `provision.type ${rootType}` } } : tree;
-  }
-  const decision = r5Decision(consent);
-  if (decision) {
-    const root: ProvisionShape = {
-      element,
-      path: 'provision',
-      effect: decision,
-      children: ((element.provision as Json[] | undefined) ?? []).map((p, i) =>
-        r5Tree(p, `provision.provision[${i}]`, reverse(decision)),
-      ),
-    };
-    return { ok: true, shape: { root, r5: true, baseFrom: `decision ${decision} (R5 extension)` } };
   }
   const ruled = policyRuleDecision(consent);
   if (ruled) {
@@ -123,6 +116,31 @@ export function readConsentShape(consent: Consent): { ok: true; shape: ConsentSh
     ok: false,
     reason: 'no computable base decision: no provision.type, no R5 decision and no policyRule OPTIN/OPTOUT',
   };
+}
+
+/**
+ * SPEC §4.1: an R4 Consent with the R5 decision extension is read with R5 semantics throughout — the
+ * extension is the base decision and the root `provision` too is an exception that reverses it.
+ */
+function r5InR4Shape(element: Json, hasProvision: boolean, decision: Effect): { ok: true; shape: ConsentShape } | { ok: false; reason: string } {
+  const exceptions = hasProvision ? [r5Tree(element, 'provision', reverse(decision))] : [];
+  const conflict = exceptions.length > 0 ? typeConflict(exceptions[0]) : undefined;
+  if (conflict) return { ok: false, reason: conflict };
+  const root: ProvisionShape = { element: {}, path: 'Consent', effect: decision, children: exceptions };
+  return { ok: true, shape: { root, r5: true, baseFrom: `decision ${decision} (R5 extension)` } };
+}
+
+/** A provision `type` that contradicts its R5 reading makes the consent ambiguous: not guessed. */
+function typeConflict(node: ProvisionShape): string | undefined {
+  const written = node.element.type;
+  if ((written === 'permit' || written === 'deny') && written !== node.effect) {
+    return `${node.path}.type is ${written}, but under the R5 decision extension it is an exception that ${node.effect === 'permit' ? 'permits' : 'denies'} (it reverses its parent): ambiguous, not guessed`;
+  }
+  for (const child of node.children) {
+    const found = typeConflict(child);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 function r4Tree(element: Json, path: string, effect: Effect): { ok: true; node: ProvisionShape } | { ok: false; reason: string } {
@@ -141,10 +159,16 @@ function r4Tree(element: Json, path: string, effect: Effect): { ok: true; node: 
   return { ok: true, node: { element, path, effect, children } };
 }
 
+/** R5 splits R4's provision.class into `resourceType` and `documentType`; both are read as class. */
+function asR4Provision(element: Json): Json {
+  const r5Class = [...((element.resourceType as unknown[] | undefined) ?? []), ...((element.documentType as unknown[] | undefined) ?? [])];
+  return r5Class.length === 0 ? element : { ...element, class: [...((element.class as unknown[] | undefined) ?? []), ...r5Class] };
+}
+
 function r5Tree(element: Json, path: string, effect: Effect): ProvisionShape {
   const nested = (element.provision as Json[] | undefined) ?? [];
   return {
-    element,
+    element: asR4Provision(element),
     path,
     effect,
     children: nested.map((p, i) => r5Tree(p, `${path}.provision[${i}]`, reverse(effect))),

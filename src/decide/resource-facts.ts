@@ -1,7 +1,7 @@
 // Resource-side facts a provision can ask about (SPEC §4.1), read by direct property access and
 // computed lazily so that a resource pays only for what the compiled policy needs.
 import type { Coding, Resource } from '@medplum/fhirtypes';
-import { DS4P_INLINE_LABEL, V3_ACT_CODE, V3_CONFIDENTIALITY, V3_OBSERVATION_VALUE } from '../fhir/systems.ts';
+import { canonicalCoding, DS4P_INLINE_LABEL, SYSTEM_SPELLINGS, V3_ACT_CODE, V3_CONFIDENTIALITY } from '../fhir/systems.ts';
 import { confidentialityRank, RANK_N } from './terminology.ts';
 
 type Json = Record<string, unknown>;
@@ -107,17 +107,18 @@ export class ResourceFacts {
     this.resource = resource as unknown as Json;
     this.resourceType = resource.resourceType;
     this.reference = resource.id ? `${resource.resourceType}/${resource.id}` : undefined;
-    this.security = resource.meta?.security ?? EMPTY;
-    this.extraLabels = extraLabels;
+    this.security = canonicalLabels(resource.meta?.security ?? EMPTY);
+    this.extraLabels = canonicalLabels(extraLabels);
     let rank = -1;
     let part2 = false;
     let inline = false;
-    const all = extraLabels.length === 0 ? this.security : [...this.security, ...extraLabels];
+    const all = this.extraLabels.length === 0 ? this.security : [...this.security, ...this.extraLabels];
     for (let i = 0; i < all.length; i++) {
       const c = all[i];
       if (c.system === V3_CONFIDENTIALITY) rank = Math.max(rank, confidentialityRank(c.code));
       else if (c.code === '42CFRPart2' && (c.system === V3_ACT_CODE || c.system === undefined)) part2 = true;
-      else if (c.code === PROCESSINLINELABEL && c.system === V3_OBSERVATION_VALUE) inline = true;
+      // SPEC §5: the code under v3-ActCode (HL7 Terminology), v3-ObservationValue or any other system.
+      else if (c.code === PROCESSINLINELABEL) inline = true;
     }
     this.confidentiality = rank < 0 ? RANK_N : rank;
     this.part2 = part2;
@@ -193,6 +194,11 @@ export class ResourceFacts {
 }
 
 const EMPTY: readonly Coding[] = Object.freeze([]);
+
+/** Labels with their systems in canonical spelling; the same array when none needs it (the usual case). */
+function canonicalLabels(labels: readonly Coding[]): readonly Coding[] {
+  return labels.some((c) => c.system !== undefined && SYSTEM_SPELLINGS.has(c.system)) ? labels.map(canonicalCoding) : labels;
+}
 
 function collectReferences(node: unknown, out: Set<string>, depth: number): void {
   if (depth > 32 || !node || typeof node !== 'object') return;

@@ -11,7 +11,6 @@ import {
   V3_ACT_CODE,
   V3_ACT_REASON,
   V3_CONFIDENTIALITY,
-  V3_OBSERVATION_VALUE,
 } from '../fhir/systems.ts';
 
 export const DEMO_PATIENT = 'p1';
@@ -77,7 +76,7 @@ const observations: Resource[] = [
   observation('o-part2', '74204-9', 'Substance use treatment program note', '2024-04-05T10:00:00Z', 'enrolled in treatment program', [act('42CFRPart2'), act('SUD'), conf('R')]),
   observation('o-e9', '29463-7', 'Body weight (self-pay visit)', '2024-05-20T14:10:00Z', '61 kg', [], { encounter: { reference: 'Encounter/e9' } }),
   observation('o-dv', '76499-3', 'Injury note', '2024-07-11T22:30:00Z', 'injuries documented', [], { encounter: { reference: 'Encounter/e-dv' } }),
-  observation('o-inline', '8310-5', 'Body temperature', '2024-03-02T09:12:00Z', '37.1 C', [{ system: V3_OBSERVATION_VALUE, code: 'PROCESSINLINELABEL' }], {
+  observation('o-inline', '8310-5', 'Body temperature', '2024-03-02T09:12:00Z', '37.1 C', [{ system: V3_ACT_CODE, code: 'PROCESSINLINELABEL' }], {
     note: [
       { text: 'Routine check, no concerns.' },
       { text: 'Disclosed a very restricted matter during the visit.', extension: [{ url: DS4P_INLINE_LABEL, valueCoding: conf('V') }] },

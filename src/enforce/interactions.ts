@@ -190,6 +190,8 @@ export async function search(
 ): Promise<Reply> {
   const { resourceType, compartmentId, interaction } = target;
   if (interaction === 'search-type' && resourceType && params.has('_cursor')) return continuation(x, resourceType, params);
+  // SPEC §6: a query is about the patients it names, also when it is refused before anything is read.
+  for (const id of patientsNamedBy(resourceType, params, compartmentId ? { type: 'Patient', id: compartmentId } : undefined).ids) x.namedPatients.add(id);
   if (resourceType) requireScope(x, resourceType, 's');
   else requireScope(x, '*', 's');
   if (compartmentId) {

@@ -3,7 +3,7 @@
 // (a trailing empty page would itself reveal that something was withheld).
 import type { Bundle, BundleEntry, Coding, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { GatewayError } from '../fhir/outcome.ts';
-import { V3_CONFIDENTIALITY } from '../fhir/systems.ts';
+import { canonicalSystem, V3_CONFIDENTIALITY } from '../fhir/systems.ts';
 import { referencesIn } from '../fhir/references.ts';
 import type { UpstreamClient } from '../upstream/index.ts';
 import type { CursorState } from './cursor.ts';
@@ -37,7 +37,7 @@ const confidentialityOrder = ['U', 'L', 'M', 'N', 'R', 'V'];
 function confidentialityOf(resource: Resource): number {
   let level = confidentialityOrder.indexOf('N');
   for (const c of resource.meta?.security ?? []) {
-    if (c.system === V3_CONFIDENTIALITY && c.code) level = Math.max(level, confidentialityOrder.indexOf(c.code));
+    if (canonicalSystem(c.system) === V3_CONFIDENTIALITY && c.code) level = Math.max(level, confidentialityOrder.indexOf(c.code));
   }
   return level;
 }

@@ -8,6 +8,7 @@ import { GatewayError, operationOutcome } from '../fhir/outcome.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import { buildRequestContext } from '../provenance/build-context.ts';
 import { categoryRequestsBreakGlass } from '../provenance/break-glass.ts';
+import { patientsNamedBy } from '../provenance/confine.ts';
 import { bearerToken, type TokenVerifier } from '../provenance/verify-token.ts';
 import { capabilityStatement, smartConfigurationDocument, type SmartConfiguration } from './capabilities.ts';
 import { DisclosureSession } from './disclose.ts';
@@ -75,6 +76,46 @@ function errorReply(err: unknown, deps: PipelineDeps, requestId: string): Reply 
   }
   deps.logger.error({ requestId, err: { name: (err as Error)?.name, message: (err as Error)?.message, stack: (err as Error)?.stack } }, 'request failed');
   return { status: 500, body: gatewayAuthored(operationOutcome('exception', 'the gateway failed to process the request; nothing was released')), desc: 'internal error' };
+}
+
+/** The query of a search: URL parameters, plus a form body for `POST _search`. */
+function searchParamsOf(req: Request): URLSearchParams {
+  const params = new URLSearchParams(rawQueryOf(req));
+  const form = req.is('application/x-www-form-urlencoded') && Buffer.isBuffer(req.body) ? new URLSearchParams(req.body.toString('utf8')) : undefined;
+  for (const [name, value] of form ?? []) params.append(name, value);
+  return params;
+}
+
+/** The patients a request names by its path and parameters, whatever happened to it. */
+function patientsNamedByRoute(route: FhirRoute, req: Request): string[] {
+  if ('id' in route && route.id !== undefined && route.resourceType === 'Patient') return [route.id];
+  switch (route.interaction) {
+    case 'search-compartment':
+      return patientsNamedBy(route.resourceType, searchParamsOf(req), { type: 'Patient', id: route.compartmentId }).ids;
+    case 'search-type':
+    case 'history-type':
+      return patientsNamedBy(route.resourceType, searchParamsOf(req)).ids;
+    case 'search-system':
+    case 'history-system':
+      return patientsNamedBy(undefined, searchParamsOf(req)).ids;
+    default:
+      return [];
+  }
+}
+
+/**
+ * SPEC §6: the audit names the patients the request was about; a request refused before any data was
+ * read is filed under the patient(s) it named, so that an attempt on P2's record is in P2's accounting.
+ */
+function requestedPatients(exchange: Exchange | undefined, route: FhirRoute | undefined, req: Request, status: number): string[] {
+  const named = new Set(exchange?.namedPatients);
+  if (status < 400 || route === undefined) return [...named];
+  try {
+    for (const id of patientsNamedByRoute(route, req)) named.add(id);
+  } catch {
+    // An unparseable query names no one; the refusal is still recorded.
+  }
+  return [...named];
 }
 
 function auditedQuery(req: Request): string {
@@ -148,7 +189,7 @@ export function fhirRouter(deps: PipelineDeps): Router {
       clientId: ctx?.clientId ?? verifiedClient,
       breakGlassAttempt: ctx ? ctx.breakGlass.requested && !ctx.breakGlass.inEffect : categoryRequestsBreakGlass(req.headers.category),
       patients: exchange?.session.disclosures() ?? [],
-      requestedPatients: exchange ? [...exchange.namedPatients] : [],
+      requestedPatients: requestedPatients(exchange, route, req, reply.status),
       clientAddress: req.socket.remoteAddress,
     };
     const auditStarted = performance.now();

@@ -4,9 +4,9 @@ import { tryGetDataType, type InternalTypeSchema } from '@medplum/core';
 import type { Coding, Extension, Meta, Resource } from '@medplum/fhirtypes';
 import type { Decision } from '../decide/types.ts';
 import { loadFhirDefinitions } from '../fhir/definitions.ts';
-import { DS4P_EXTENSION_DISPLAY, V3_OBSERVATION_VALUE } from '../fhir/systems.ts';
+import { canonicalSystem, DATA_ABSENT_REASON_EXTENSION, DS4P_EXTENSION_DISPLAY, V3_OBSERVATION_VALUE } from '../fhir/systems.ts';
 
-const maskedExtension: Extension = { url: 'http://hl7.org/fhir/StructureDefinition/data-absent-reason', valueCode: 'masked' };
+const maskedExtension: Extension = { url: DATA_ABSENT_REASON_EXTENSION, valueCode: 'masked' };
 export const redactedLabel: Coding = { system: V3_OBSERVATION_VALUE, code: 'REDACTED', display: 'redacted' };
 
 type Json = Record<string, unknown>;
@@ -82,7 +82,8 @@ function byIndexDescending(a: string, b: string): number {
 
 function withSecurity(meta: Meta | undefined, coding: Coding): Meta {
   const security = meta?.security ?? [];
-  if (security.some((c) => c.system === coding.system && c.code === coding.code)) return { ...meta };
+  // Already there in any spelling the standards accept (issue 13): not added twice.
+  if (security.some((c) => canonicalSystem(c.system) === coding.system && c.code === coding.code)) return { ...meta };
   return { ...meta, security: [...security, coding] };
 }
 
@@ -105,8 +106,9 @@ export function applyObligations<T extends Resource>(resource: T, decision: Deci
     if (obligation.kind === 'add-security-label') meta = withSecurity(meta, obligation.coding);
     if (obligation.kind === 'notice') {
       const extension = meta?.extension ?? [];
-      if (!extension.some((e) => e.url === DS4P_EXTENSION_DISPLAY && e.valueString === obligation.text)) {
-        meta = { ...meta, extension: [...extension, { url: DS4P_EXTENSION_DISPLAY, valueString: obligation.text }] };
+      // DS4P 1.0.0 extension-display takes an Annotation (its StructureDefinition: Extension.valueAnnotation).
+      if (!extension.some((e) => e.url === DS4P_EXTENSION_DISPLAY && e.valueAnnotation?.text === obligation.text)) {
+        meta = { ...meta, extension: [...extension, { url: DS4P_EXTENSION_DISPLAY, valueAnnotation: { text: obligation.text } }] };
       }
     }
   }

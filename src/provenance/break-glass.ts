@@ -1,7 +1,7 @@
 // Break-the-glass (SPEC §3): in effect only with the policy's break-glass scope AND a BTG/ETREAT
 // purpose or the FHIR `Category` header naming the BTG security category. Header alone is an attempt.
 import type { DecisionPolicy } from '../config/policy.ts';
-import { SECURITY_TAG_SCHEME, V3_ACT_REASON } from '../fhir/systems.ts';
+import { canonicalSystem, SECURITY_TAG_SCHEME, V3_ACT_REASON } from '../fhir/systems.ts';
 import type { RequestContext } from './context.ts';
 
 export const BTG_CATEGORY_TERM = `${V3_ACT_REASON}#BTG`;
@@ -62,7 +62,13 @@ export function parseCategoryHeader(header: string | readonly string[] | undefin
 
 /** True when the header carries the BTG security category exactly. */
 export function categoryRequestsBreakGlass(header: string | readonly string[] | undefined): boolean {
-  return parseCategoryHeader(header).some((value) => value.term === BTG_CATEGORY_TERM && value.params.get('scheme') === SECURITY_TAG_SCHEME);
+  return parseCategoryHeader(header).some((value) => isBtgTerm(value.term) && value.params.get('scheme') === SECURITY_TAG_SCHEME);
+}
+
+/** `system#code` naming v3-ActReason#BTG, the system in any spelling the standards accept (issue 13). */
+function isBtgTerm(term: string): boolean {
+  const hash = term.lastIndexOf('#');
+  return hash > 0 && term.slice(hash + 1) === 'BTG' && canonicalSystem(term.slice(0, hash)) === V3_ACT_REASON;
 }
 
 export interface BreakGlassAssessment {

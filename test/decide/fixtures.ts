@@ -9,7 +9,6 @@ import {
   V3_ACT_CODE,
   V3_ACT_REASON,
   V3_CONFIDENTIALITY,
-  V3_OBSERVATION_VALUE,
 } from '../../src/fhir/systems.ts';
 import type { PatientPolicyInputs, Requester } from '../../src/decide/types.ts';
 
@@ -105,4 +104,5 @@ export function observation(id: string, labels: Coding[] = [], extra: Record<str
   } as Resource;
 }
 
-export const PROCESS_INLINE: Coding = { system: V3_OBSERVATION_VALUE, code: 'PROCESSINLINELABEL' };
+// HL7 Terminology defines PROCESSINLINELABEL in v3-ActCode (SPEC §5).
+export const PROCESS_INLINE: Coding = { system: V3_ACT_CODE, code: 'PROCESSINLINELABEL' };

@@ -180,8 +180,42 @@ const rows: Row[] = [
     name: v.n, consents: [{ resourceType: 'Consent', id: 'r5', status: 'active', patient: { reference: `Patient/${P1}` }, decision: 'deny', provision: [{ purpose: purpose('ETREAT') }] } as unknown as Consent],
     requester: who.drA(v.p), resources: [o1], expect: { o1: v.e },
   })),
-  { name: '47c R5-in-R4 extension: nested provisions reverse their parent', consents: [consent('r5ext', { purpose: TPO, provision: [{ actor: [actor('Practitioner/bob')] }] }, { extension: [{ url: R5_CONSENT_DECISION, valueCode: 'permit' }] })],
-    requester: who.bob(), resources: [o1], expect: { o1: 'deny' } },
+  // SPEC §4.1: with the R5 decision extension every provision, the root included, reverses its parent.
+  ...[
+    { n: '47c R5-in-R4 "permit; root TPO; nested Bob": Bob TREAT is the nested permit', r: who.bob(), e: 'permit' as const },
+    { n: '47d R5-in-R4 same consent: Dr A TREAT is the root exception (deny)', r: who.drA(), e: 'deny' as const },
+    { n: '47e R5-in-R4 same consent: Dr A HRESCH is outside every exception (base permit)', r: who.drA(['HRESCH']), e: 'permit' as const },
+  ].map((v): Row => ({
+    name: v.n, consents: [consent('r5ext', { purpose: TPO, provision: [{ actor: [actor('Practitioner/bob')] }] }, { extension: [{ url: R5_CONSENT_DECISION, valueCode: 'permit' }] })],
+    requester: v.r, resources: [o1], expect: { o1: v.e },
+  })),
+  ...[
+    { n: '47f R5-in-R4 "deny, except ETREAT": ETREAT permitted', p: ['ETREAT'], e: 'permit' as const },
+    { n: '47g R5-in-R4 "deny, except ETREAT": TREAT refused', p: ['TREAT'], e: 'deny' as const },
+  ].map((v): Row => ({
+    name: v.n, consents: [consent('r5deny', { purpose: purpose('ETREAT') }, { extension: [{ url: R5_CONSENT_DECISION, valueCode: 'deny' }] })],
+    requester: who.drA(v.p), resources: [o1], expect: { o1: v.e },
+    check: (d) => assert.ok(d.o1.trace.some((t) => t.rule === 'Consent/r5deny' && t.provision === (v.e === 'permit' ? 'provision' : 'Consent') && t.effect === v.e)),
+  })),
+  { name: '47h R5-in-R4 "permit, except data from 2015": 2015 withheld, the rest released',
+    consents: [consent('r5-2015', { dataPeriod: { start: '2015-01-01', end: '2015-12-31' } }, { extension: [{ url: R5_CONSENT_DECISION, valueCode: 'permit' }] })],
+    requester: who.drA(), resources: [observation('y2015', [], { effectiveDateTime: '2015-06-01' }), obs2021], expect: { y2015: 'deny', y2021: 'permit' } },
+  { name: '47i R5-in-R4 with a root type that contradicts the extension: UNSUPPORTED, implicit policy',
+    consents: [consent('r5-conflict', { type: 'deny', purpose: purpose('ETREAT') }, { extension: [{ url: R5_CONSENT_DECISION, valueCode: 'deny' }] })],
+    requester: who.drA(), resources: [o1], expect: { o1: 'permit' }, check: (d, c) => {
+      assert.equal(c.statuses[0].status, 'UNSUPPORTED');
+      assert.match(c.statuses[0].reason ?? '', /provision\.type is deny/);
+      assert.ok(has(d.o1, 'implicit-policy', 'permit'));
+    } },
+  { name: '47j R5-in-R4 root provision period is the exception\'s, not the consent\'s: expired exception skipped',
+    consents: [consent('r5-period', { purpose: purpose('ETREAT'), period: { start: '2020-01-01', end: '2020-12-31' } }, { extension: [{ url: R5_CONSENT_DECISION, valueCode: 'deny' }] })],
+    requester: who.drA(['ETREAT']), resources: [o1], expect: { o1: 'deny' }, check: (_d, c) => assert.equal(c.statuses[0].status, 'ENFORCEABLE') },
+  { name: '47k R5 `date` orders consents like R4 dateTime: the newer R5 permit (2024) wins over the older R5 deny (2023)',
+    consents: [
+      { resourceType: 'Consent', id: 'r5-old', status: 'active', date: '2023-01-01', decision: 'deny', provision: [] },
+      { resourceType: 'Consent', id: 'r5-new', status: 'active', date: '2024-01-01', decision: 'permit', provision: [] },
+    ] as unknown as Consent[],
+    requester: who.drA(), resources: [o1], expect: { o1: 'permit' } },
   { name: '48 permit N: an included R observation is filtered', consents: [permitN], requester: who.drA(), resources: [encounter('e1'), oR], expect: { e1: 'permit', oR: 'deny' } },
   { name: '49 consent with scope treatment is ignored', consents: [consent('c49', { type: 'deny' }, { scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'treatment' }] } })],
     requester: who.drA(), resources: [o1], expect: { o1: 'permit' }, check: (_d, c) => assert.equal(c.statuses[0].status, 'UNSUPPORTED') },

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Bundle, Coding, Consent, ConsentProvision, Resource } from '@medplum/fhirtypes';
 import { V3_ACT_CODE, V3_CONFIDENTIALITY } from '../../src/fhir/systems.ts';
 import { consent } from '../decide/fixtures.ts';
-import { resourcesOf } from '../../src/console/static/audit-model.js';
+import { consoleModel } from '../audit/fixtures.ts';
 import { journalEvents, requestIdOf } from '../reliability/support.ts';
 import { pou, startHarness, type Harness } from '../support/harness.ts';
 import { categories, controls, factResource, readPath, type Category } from './categories.ts';
@@ -148,7 +148,7 @@ describe('computed security labels decide unlabelled data (SPEC §4.7)', () => {
     assert.equal(search.status, 200);
     const entities = (await journalEvents(h.auditDir)).filter((e) => requestIdOf(e) === requestId).flatMap((e) => e.entity ?? []);
     // Compact entities name several resources (issue 15): read them as the console does.
-    const entityOf = (ref: string) => entities.find((e) => resourcesOf(e).some((o: { reference: string }) => o.reference.startsWith(ref)));
+    const entityOf = (ref: string) => entities.find((e) => consoleModel.resourcesOf(e).some((o) => o.reference.startsWith(ref)));
     assert.match(JSON.stringify(entityOf(readPath(r))), /label:substance-use.*computed label OPIOIDUD from http:\/\/hl7\.org\/fhir\/sid\/icd-10-cm\|F11\.20/);
     assert.ok(entityOf(readPath(control)), 'the control is audited as released');
     assert.doesNotMatch(JSON.stringify(entityOf(readPath(control))), /security-label/);
