@@ -2,7 +2,7 @@
 import type { Flag } from '@medplum/fhirtypes';
 import { DG_CODES, DG_EXT_HARM_GROUND, DG_EXT_WITHHELD_DATA } from '../fhir/systems.ts';
 import { periodContains } from './consent-shape.ts';
-import { referenceKey } from './resource-facts.ts';
+import { referenceKey } from '../fhir/references.ts';
 import type { PatientPolicyInputs } from './types.ts';
 import { validatePolicyResource } from './validate.ts';
 

@@ -4,7 +4,7 @@ import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { isPatientCompartmentType } from '../fhir/compartment.ts';
 import { forbidden, GatewayError, notFound } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
-import { relativeReference } from '../provenance/build-context.ts';
+import { localKey, referenceKey } from '../fhir/references.ts';
 import { confineSearch, patientsNamedBy } from '../provenance/confine.ts';
 import { allows, grantedQueries, holdsAuditEventScope, mayConcernPatient } from '../provenance/scopes.ts';
 import type { CursorState } from './cursor.ts';
@@ -89,7 +89,7 @@ export async function read(x: Exchange, resourceType: string, id: string, versio
 async function binarySecurityContext(x: Exchange, binary: Resource): Promise<string[] | undefined> {
   const reference = (binary as { securityContext?: { reference?: string } }).securityContext?.reference;
   if (!reference) return undefined;
-  const relative = relativeReference(reference);
+  const relative = localKey(referenceKey(reference, x.deps.store.localBases));
   if (!relative) throw concealed(x);
   const [type, id] = relative.split('/');
   if (type === 'Patient') return [id];
@@ -192,6 +192,8 @@ export async function search(
   if (interaction === 'search-type' && resourceType && params.has('_cursor')) return continuation(x, resourceType, params);
   if (resourceType) requireScope(x, resourceType, 's');
   else requireScope(x, '*', 's');
+  // SPEC §5: Binary is anyone's data until its securityContext says whose; only system/ clients list it by type.
+  if (resourceType === 'Binary' && interaction === 'search-type' && x.requester.clientKind !== 'system') throw forbidden();
   if (compartmentId) {
     requireScope(x, 'Patient', 's');
     confineInstance(x, 'Patient', compartmentId);

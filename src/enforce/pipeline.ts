@@ -156,7 +156,7 @@ export function fhirRouter(deps: PipelineDeps): Router {
       const claims = await deps.verifier.verify(bearerToken(req.get('authorization')));
       // Known from the verified token even if the context below is refused (no purpose of use).
       verifiedClient = [claims.client_id, claims.azp, claims.sub].find((c): c is string => typeof c === 'string' && c.length > 0);
-      ctx = buildRequestContext(claims, { requestId, categoryHeader: req.headers.category }, deps.policy);
+      ctx = buildRequestContext(claims, { requestId, categoryHeader: req.headers.category }, deps.policy, deps.store.localBases);
       const requester = await deps.store.resolveRequester(ctx);
       const session = new DisclosureSession({ policies: deps.store, policy: deps.policy, now: deps.now(), compiledPolicies: deps.compiledPolicies }, ctx, requester);
       const rawQuery = rawQueryOf(req);

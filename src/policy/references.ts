@@ -1,23 +1,6 @@
-// Reading the references the policy inputs depend on, from R4 and R5 shapes alike (SPEC §4.1).
+// Reading the Consent elements the policy inputs depend on, from R4 and R5 shapes alike (SPEC §4.1);
+// references themselves are parsed by src/fhir/references.ts.
 import type { Consent, ConsentProvision, Period } from '@medplum/fhirtypes';
-
-const relativeReference = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
-
-/**
- * `Type/id` for a literal reference — relative, or absolute on the upstream (via `toRelative`);
- * version suffixes dropped. Contained (`#x`), `urn:` and foreign references give undefined.
- */
-export function normaliseReference(reference: string | undefined, toRelative: (url: string) => string | null): string | undefined {
-  if (!reference) return undefined;
-  const candidate = /^[a-z][a-z0-9+.-]*:/i.test(reference) ? toRelative(reference) : reference;
-  if (candidate === null) return undefined;
-  const match = relativeReference.exec(candidate);
-  return match ? `${match[1]}/${match[2]}` : undefined;
-}
-
-export function referenceType(reference: string): string {
-  return reference.slice(0, reference.indexOf('/'));
-}
 
 export function isFhirId(id: string): boolean {
   return /^[A-Za-z0-9\-.]{1,64}$/.test(id);
