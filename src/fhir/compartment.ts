@@ -81,17 +81,9 @@ export interface PatientAttribution {
   readonly unresolvable: boolean;
 }
 
-let patientProperties: Map<string, ReadonlySet<string>> | undefined;
-
-/** Per type, the element names that place it in the Patient compartment (where an untyped identifier names a patient). */
-function compartmentProperties(resourceType: string): ReadonlySet<string> {
-  if (!patientProperties) {
-    patientProperties = new Map();
-    for (const [type, { paths }] of compartmentIndex()) patientProperties.set(type, new Set(paths.map((path) => path[path.length - 1])));
-  }
-  return patientProperties.get(resourceType) ?? EMPTY;
-}
-const EMPTY: ReadonlySet<string> = new Set();
+// An untyped identifier names a patient where the element is about the patient (subject, patient); in
+// performer, author … it is most often a practitioner, and a wrong guess would withhold the resource.
+const PATIENT_ELEMENTS: ReadonlySet<string> = new Set(['patient', 'subject']);
 
 /**
  * SPEC §5: a resource's patients are those the R4 Patient compartment names and any other reference to a
@@ -103,7 +95,6 @@ export function attributePatients(resource: Resource, local?: LocalBases): Patie
   const identifiers = new Set<string>();
   let unresolvable = false;
   if (resource.resourceType === 'Patient' && resource.id) ids.add(resource.id);
-  const properties = compartmentProperties(resource.resourceType);
   walkReferences(resource, ({ element, property }) => {
     const parsed = parseReference(element.reference);
     if (parsed) {
@@ -114,7 +105,7 @@ export function attributePatients(resource: Resource, local?: LocalBases): Patie
       return;
     }
     if (element.reference !== undefined) return; // contained (`#p`) or urn: the resource carries that patient itself
-    const named = element.type === 'Patient' || (element.type === undefined && properties.has(property));
+    const named = element.type === 'Patient' || (element.type === undefined && PATIENT_ELEMENTS.has(property));
     if (!named || !element.identifier) return;
     const { system, value } = element.identifier;
     if (system && value) identifiers.add(`${system}|${value}`);
