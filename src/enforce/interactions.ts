@@ -4,7 +4,7 @@ import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { isPatientCompartmentType } from '../fhir/compartment.ts';
 import { forbidden, GatewayError, notFound } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
-import { localKey, referenceKey } from '../fhir/references.ts';
+import { keyType, localKey, referenceKey } from '../fhir/references.ts';
 import { confineSearch, patientsNamedBy } from '../provenance/confine.ts';
 import { allows, grantedQueries, holdsAuditEventScope, mayConcernPatient } from '../provenance/scopes.ts';
 import type { CursorState } from './cursor.ts';
@@ -90,8 +90,8 @@ async function binarySecurityContext(x: Exchange, binary: Resource): Promise<str
   const reference = (binary as { securityContext?: { reference?: string } }).securityContext?.reference;
   if (!reference) return undefined;
   const relative = localKey(referenceKey(reference, x.deps.store.localBases));
-  if (!relative) throw concealed(x);
-  const [type, id] = relative.split('/');
+  if (!relative) throw concealed(x); // another server's resource cannot vouch for a local Binary
+  const [type, id] = [keyType(relative), relative.slice(relative.indexOf('/') + 1)];
   if (type === 'Patient') return [id];
   const context = await readUpstreamResource(x, relative, type, id);
   if (!context) throw concealed(x); // a context that cannot be read cannot vouch for the Binary

@@ -3,10 +3,11 @@
 // as the policy store hands it over) beside the local namesake; and a restriction's ETREAT exception.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { ConsentProvision, Requester } from '../../src/decide/types.ts';
+import type { ConsentProvision } from '@medplum/fhirtypes';
+import type { Requester } from '../../src/decide/types.ts';
 import { compile, evaluate } from '../../src/decide/index.ts';
 import { defaultPolicy } from '../../src/config/policy.ts';
-import { actor, consent, inputs, legalRestriction, NOW, observation, purpose, who } from './fixtures.ts';
+import { actor, consent, harmFlag, inputs, legalRestriction, NOW, observation, purpose, who } from './fixtures.ts';
 
 const FOREIGN = 'https://other.example/fhir';
 const requester = (references: string[], extra: Partial<Requester> = {}): Requester => ({
@@ -76,5 +77,18 @@ describe('a legal restriction’s ETREAT exception needs break-the-glass (issue 
   test('control: an exception for plain TREAT needs no break-the-glass', () => {
     const treat = legalRestriction('court', { type: 'deny', provision: [{ type: 'permit', purpose: purpose('TREAT') }] });
     assert.equal(evaluate(compile(inputs([treat]), who.drA(['TREAT']), defaultPolicy, NOW), observation('o1')).outcome, 'permit');
+  });
+});
+
+// SPEC §4.3 compares the Flag's subject, author and withheld data with local keys (the store keys them on load).
+describe('a harm determination’s references are compared as keys (issue 18)', () => {
+  const decide = (flag: ReturnType<typeof harmFlag>, resource = observation('d1', [], { resourceType: 'DiagnosticReport' })) =>
+    evaluate(compile(inputs([], [flag]), who.patient(), defaultPolicy, NOW), resource).outcome;
+  test('control: a local author with a care relationship withholds the named report', () => assert.equal(decide(harmFlag('h1')), 'deny'));
+  test('attack: an author of another server is not the local Dr A', () => {
+    assert.equal(decide(harmFlag('h1', { author: { reference: `${FOREIGN}/Practitioner/dr-a` } })), 'permit');
+  });
+  test('a withheld report of another server does not withhold the local one', () => {
+    assert.equal(decide(harmFlag('h1', {}, 'harm-life-safety', [`${FOREIGN}/DiagnosticReport/d1`])), 'permit');
   });
 });

@@ -65,6 +65,8 @@ const resources: Resource[] = [
 let h: Harness;
 before(async () => {
   h = await startHarness({ resources });
+  // A Consent naming the local Dr A by the upstream's own absolute URL (known only once it runs).
+  for (const r of [patient('p9'), consent('c-p9', 'p9', { type: 'permit', actor: [actor(`${h.upstream.url}/Practitioner/dr-a`)] }), obs('o-p9', 'p9')]) await h.put(r);
 });
 after(async () => {
   await h.close();
@@ -100,6 +102,10 @@ describe('item 3 / issue 18: an actor on another server is never its local names
   });
   test('control: that consent grants Dr A of that server', async () => {
     released(await get('Observation/o-p4', await clinician(`${FOREIGN}/Practitioner/dr-a`)), content('o-p4'));
+  });
+  test('control: a Consent naming Dr A by the upstream’s absolute URL grants the local Dr A, and only him', async () => {
+    released(await get('Observation/o-p9', await clinician('Practitioner/dr-a')), content('o-p9'));
+    withheld(await get('Observation/o-p9', await clinician(`${FOREIGN}/Practitioner/dr-a`)), content('o-p9'));
   });
   test('attack: an organization claim on another server is not the local hospital', async () => {
     withheld(await get('Observation/o-p6', await clinician('Practitioner/bob', { organization: `${FOREIGN}/Organization/hospital` })), content('o-p6'));
