@@ -5,7 +5,7 @@ import type { PatientDisclosure, RedactedResource, ReleasedResource, WithheldRes
 import type { DecisionPolicy } from '../config/policy.ts';
 import { compile, evaluate, type CompiledPatientPolicy } from '../decide/index.ts';
 import type { Decision, Obligation, PatientPolicyInputs, Requester, TraceEntry } from '../decide/types.ts';
-import { attributePatients, patientsOf } from '../fhir/compartment.ts';
+import { attributePatients, type PatientAttribution, patientsOf } from '../fhir/compartment.ts';
 import type { LocalBases } from '../fhir/references.ts';
 import type { RequestContext, ScopeInteraction } from '../provenance/context.ts';
 import { confinedToLaunchPatient, grantedQueries, holdsAuditEventScope, resourceMatchesScopes } from '../provenance/scopes.ts';
@@ -80,6 +80,8 @@ export class DisclosureSession {
   private readonly compiled = new Map<string, CompiledPatientPolicy>();
   /** Patients of each resource met in this request: found once in prepare(), read again in decide(). */
   private readonly patientsSeen = new WeakMap<Resource, readonly string[]>();
+  /** Each resource's attribution, walked once per request. */
+  private readonly attributions = new WeakMap<Resource, PatientAttribution>();
   /** Resources naming a patient that cannot be resolved to a local one: withheld (SPEC §5). */
   private readonly unattributed = new WeakSet<Resource>();
   /** Patient identifiers (`system|value`) resolved in this request → local patient ids (empty: none). */
@@ -137,18 +139,27 @@ export class DisclosureSession {
     const wanted = new Set<string>();
     for (const resource of resources) {
       if (resource.resourceType === 'Bundle') continue; // its entries are attributed one by one below
-      for (const key of attributePatients(resource, this.deps.policies.localBases).identifiers) if (!this.identified.has(key)) wanted.add(key);
+      for (const key of this.attribution(resource).identifiers) if (!this.identified.has(key)) wanted.add(key);
     }
     for (const resource of resources) {
       if (resource.resourceType !== 'Bundle') continue;
       for (const e of resource.entry ?? []) {
-        if (e.resource) for (const key of attributePatients(e.resource, this.deps.policies.localBases).identifiers) if (!this.identified.has(key)) wanted.add(key);
+        if (e.resource) for (const key of this.attribution(e.resource).identifiers) if (!this.identified.has(key)) wanted.add(key);
       }
     }
     if (wanted.size === 0) return;
     const resolver = this.deps.policies.resolvePatientIdentifiers;
     const found = resolver ? await resolver.call(this.deps.policies, [...wanted], { requestId: this.ctx.requestId }) : new Map<string, string[]>();
     for (const key of wanted) this.identified.set(key, found.get(key) ?? []);
+  }
+
+  private attribution(resource: Resource): PatientAttribution {
+    let found = this.attributions.get(resource);
+    if (!found) {
+      found = attributePatients(resource, this.deps.policies.localBases);
+      this.attributions.set(resource, found);
+    }
+    return found;
   }
 
   private patientsOf(resource: Resource): readonly string[] {
@@ -158,7 +169,7 @@ export class DisclosureSession {
       if (resource.resourceType === 'Bundle') {
         patients = [...new Set((resource.entry ?? []).flatMap((e) => (e.resource ? this.patientsOf(e.resource) : [])))];
       } else {
-        const attribution = attributePatients(resource, this.deps.policies.localBases);
+        const attribution = this.attribution(resource);
         const ids = new Set(attribution.ids);
         let unresolved = attribution.unresolvable;
         for (const key of attribution.identifiers) {
