@@ -95,7 +95,7 @@ export function attributePatients(resource: Resource, local?: LocalBases): Patie
   const identifiers = new Set<string>();
   let unresolvable = false;
   if (resource.resourceType === 'Patient' && resource.id) ids.add(resource.id);
-  walkReferences(resource, ({ element, property }) => {
+  walkReferences(resource, (element, property) => {
     const parsed = parseReference(element.reference);
     if (parsed) {
       if (parsed.resourceType !== 'Patient') return;

@@ -14,6 +14,16 @@ export interface ParsedReference {
 
 const literalPattern = /^(?:([hH][tT][tT][pP][sS]?:\/\/[^?#\s]+?)\/)?([A-Z][A-Za-z]{1,63})\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/([A-Za-z0-9\-.]{1,64}))?$/;
 
+const relativePattern = /^[A-Z][A-Za-z]{1,63}\/[A-Za-z0-9\-.]{1,64}$/;
+
+// `Type/id` without a scheme, version or fragment; the cheap checks first, the pattern last.
+function isPlainRelative(reference: string): boolean {
+  const first = reference.charCodeAt(0);
+  if (first < 65 || first > 90) return false;
+  const slash = reference.indexOf('/');
+  return slash > 0 && reference.indexOf('/', slash + 1) < 0 && relativePattern.test(reference);
+}
+
 /** A literal reference (relative or absolute http(s)); undefined for contained (`#x`), `urn:` and anything else. */
 export function parseReference(reference: string | undefined): ParsedReference | undefined {
   if (!reference) return undefined;
@@ -55,6 +65,8 @@ const NO_BASES: LocalBases = new Set();
  * Without bases every absolute reference is foreign — `decide/` receives references already normalised.
  */
 export function referenceKey(reference: string | undefined, local: LocalBases = NO_BASES): string | undefined {
+  // Most references are already `Type/id`: that is their key (decide/ calls this per resource reference).
+  if (reference !== undefined && isPlainRelative(reference)) return reference;
   const parsed = parseReference(reference);
   if (!parsed) return undefined;
   const relative = `${parsed.resourceType}/${parsed.id}`;
@@ -92,30 +104,26 @@ function rekey(node: unknown, local: LocalBases, depth: number): unknown {
   return out;
 }
 
-/** A Reference element met by the walker, with the name of the element that holds it. */
-export interface ReferenceVisit {
-  readonly element: Reference;
-  /** Name of the property that holds the Reference (`subject`, `entity`, `valueReference` …). */
-  readonly property: string;
-}
+/** Called with each Reference element and the name of the property that holds it (`subject`, `entity` …). */
+export type ReferenceVisitor = (element: Reference, property: string) => void;
 
 /**
  * The one walker over a resource's Reference elements: every object with a `reference` string or an
  * `identifier` object, at any depth, `contained` resources included (what they reference, their
  * container references); narrative (`text`) skipped. Depth-bounded against hostile bodies.
  */
-export function walkReferences(value: unknown, visit: (ref: ReferenceVisit) => void): void {
+export function walkReferences(value: unknown, visit: ReferenceVisitor): void {
   walk(value, '', visit, 0);
 }
 
-function walk(node: unknown, property: string, visit: (ref: ReferenceVisit) => void, depth: number): void {
+function walk(node: unknown, property: string, visit: ReferenceVisitor, depth: number): void {
   if (depth > 40 || !node || typeof node !== 'object') return;
   if (Array.isArray(node)) {
     for (const item of node) walk(item, property, visit, depth + 1);
     return;
   }
   const object = node as Record<string, unknown>;
-  if (typeof object.reference === 'string' || isIdentifier(object.identifier)) visit({ element: object as Reference, property });
+  if (typeof object.reference === 'string' || isIdentifier(object.identifier)) visit(object as Reference, property);
   for (const key in object) {
     if (key === 'reference') continue;
     const inner = object[key];
@@ -129,7 +137,7 @@ function isIdentifier(value: unknown): value is Identifier {
 
 /** Every key a resource refers to, anywhere in it (contained included). */
 export function referencesIn(value: unknown, into = new Set<string>(), local: LocalBases = NO_BASES): Set<string> {
-  walkReferences(value, ({ element }) => {
+  walkReferences(value, (element) => {
     const key = referenceKey(element.reference, local);
     if (key) into.add(key);
   });
