@@ -2,7 +2,7 @@
 // control that shows the legitimate path still works (SPEC §3, §4.1, §4.2, §5).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { Resource } from '@medplum/fhirtypes';
+import type { CareTeam, Resource } from '@medplum/fhirtypes';
 import { DG_CODES } from '../../src/fhir/systems.ts';
 import { pou, startHarness, type Harness } from '../support/harness.ts';
 import { actor, cast, conf, consent, content, daysFromNow, idsOf, obs, patient, purpose, type Res } from '../conformance/support.ts';
@@ -40,12 +40,13 @@ const resources: Resource[] = [
   obs('o-p7', 'p7'),
   // Item 4: p8 permits the hospital, two care teams and two groups; only memberships in force count.
   patient('p8'),
-  consent('c-p8', 'p8', { type: 'permit', actor: ['Organization/hospital', 'CareTeam/team-ended', 'CareTeam/team-ok', 'Group/definitional', 'Group/real'].map(actor) }),
+  consent('c-p8', 'p8', { type: 'permit', actor: ['Organization/hospital', 'CareTeam/team-ended', 'CareTeam/team-ok', 'CareTeam/team-garbled', 'Group/definitional', 'Group/real'].map(actor) }),
   obs('o-p8', 'p8'),
   { resourceType: 'PractitionerRole', id: 'role-ok', active: true, practitioner: { reference: 'Practitioner/dr-y' }, organization: { reference: 'Organization/hospital' } },
   { resourceType: 'PractitionerRole', id: 'role-inactive', active: false, practitioner: { reference: 'Practitioner/dr-x' }, organization: { reference: 'Organization/hospital' } },
   { resourceType: 'PractitionerRole', id: 'role-expired', active: true, period: { end: daysFromNow(-30) }, practitioner: { reference: 'Practitioner/dr-x' }, organization: { reference: 'Organization/hospital' } },
   { resourceType: 'CareTeam', id: 'team-ended', status: 'active', period: { end: daysFromNow(-30) }, participant: [{ member: { reference: 'Practitioner/dr-z' } }] },
+  { resourceType: 'CareTeam', id: 'team-garbled', status: 'active', participant: [{ member: { reference: 'Practitioner/dr-t' }, period: { end: 'soon' } }] },
   { resourceType: 'CareTeam', id: 'team-ok', status: 'active', period: { start: daysFromNow(-30) }, participant: [{ member: { reference: 'Practitioner/dr-w' } }] },
   { resourceType: 'Group', id: 'definitional', type: 'practitioner', actual: false, member: [{ entity: { reference: 'Practitioner/dr-v' } }] },
   { resourceType: 'Group', id: 'real', type: 'practitioner', actual: true, member: [{ entity: { reference: 'Practitioner/dr-u' } }] },
@@ -133,6 +134,7 @@ describe('item 4: only memberships in force grant', () => {
     { name: 'attack: an expired PractitionerRole grants nothing', fhirUser: 'PractitionerRole/role-expired', granted: false },
     { name: 'control: a current CareTeam grants its member', fhirUser: 'Practitioner/dr-w', granted: true },
     { name: 'attack: a CareTeam whose period has ended grants nothing', fhirUser: 'Practitioner/dr-z', granted: false },
+    { name: 'attack: a membership whose period cannot be read grants nothing', fhirUser: 'Practitioner/dr-t', granted: false },
     { name: 'control: an actual Group grants its member', fhirUser: 'Practitioner/dr-u', granted: true },
     { name: 'attack: a Group with actual:false grants nothing', fhirUser: 'Practitioner/dr-v', granted: false },
   ];
@@ -206,4 +208,5 @@ test('the planted data is really there (the checks above can fail)', async () =>
   for (const id of ['o-p4', 'o-p5', 'o-p7', 'o-p8', 'o-mrn-nobody']) {
     assert.ok((await h.upstream.repo.readResource('Observation', id)).id === id);
   }
+  assert.equal(((await h.upstream.repo.readResource('CareTeam', 'team-garbled')) as CareTeam).participant?.[0].period?.end, 'soon');
 });

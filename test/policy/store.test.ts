@@ -198,6 +198,7 @@ describe('loading a patient’s policy inputs (SPEC §4)', () => {
 
 // Issue 18: decide/ sees only local keys or explicit foreign ones.
 describe('references are keyed as the store loads them', () => {
+  const irc = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP' }] };
   test('an actor on the upstream’s base becomes local; one on another server stays whole and is not read', async () => {
     await upstream.update({ resourceType: 'Patient', id: 'p-keyed' });
     await upstream.update(
@@ -205,8 +206,8 @@ describe('references are keyed as the store loads them', () => {
         provision: {
           type: 'permit',
           actor: [
-            { reference: { reference: `${upstream.baseUrl}/Practitioner/dr-a/_history/1` } },
-            { reference: { reference: 'https://other.example/fhir/Group/btg-users' } },
+            { role: irc, reference: { reference: `${upstream.baseUrl}/Practitioner/dr-a/_history/1` } },
+            { role: irc, reference: { reference: 'https://other.example/fhir/Group/btg-users' } },
           ],
         },
       }),
