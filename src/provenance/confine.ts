@@ -51,8 +51,8 @@ function hasSearchParameter(resourceType: string, name: string): boolean {
 function patientNamingParams(resourceType: string | undefined): ReadonlySet<string> {
   if (resourceType === undefined) return new Set(['patient', 'subject']);
   if (resourceType === 'Patient') return new Set(['_id', 'identifier', 'link']);
-  if (!isPatientCompartmentType(resourceType)) return new Set();
   const names = new Set(compartmentParams(resourceType));
+  // SPEC §5: Device.patient and the like name a patient outside the compartment too.
   for (const name of ['patient', 'subject']) if (hasSearchParameter(resourceType, name)) names.add(name);
   return names;
 }

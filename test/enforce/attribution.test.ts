@@ -170,6 +170,7 @@ describe('item 6: data about a patient outside the R4 compartment is that patien
     const listed = await get('Device', p2);
     assert.equal(listed.status, 200);
     assert.ok(!listed.text.includes(content('dev-p1')));
+    withheld(await get('Device?patient=Patient/p1', p2), content('dev-p1'), 403);
   });
   test('attack: a clinician p1’s consent refuses cannot read or search it', async () => {
     const bob = await clinician('Practitioner/bob');
@@ -180,6 +181,7 @@ describe('item 6: data about a patient outside the R4 compartment is that patien
   });
   test('control: p1’s app and Dr A read it; a Device about no patient stays readable', async () => {
     released(await get('Device/dev-p1', await patientApp('p1')), content('dev-p1'));
+    assert.ok((await get('Device?patient=Patient/p1', await patientApp('p1'))).text.includes(content('dev-p1')));
     released(await get('Device/dev-p1', await clinician('Practitioner/dr-a')), content('dev-p1'));
     released(await get('Device/dev-none', await patientApp('p2')), 'shared pump');
   });
