@@ -2,7 +2,7 @@
 // references are walked by one walker. A key is `Type/id` for a local resource — relative, or absolute on
 // the upstream's or the gateway's own base — and the absolute `base/Type/id` for one on any other server,
 // so a foreign actor never collapses to its local namesake.
-import type { Identifier, Reference, Resource } from '@medplum/fhirtypes';
+import type { Identifier, Reference } from '@medplum/fhirtypes';
 
 export interface ParsedReference {
   readonly resourceType: string;
@@ -36,7 +36,7 @@ export function parseReference(reference: string | undefined): ParsedReference |
 }
 
 /** `origin + path` without a trailing slash; scheme and host lower case, default ports dropped (WHATWG URL). */
-export function normaliseBase(url: string): string | undefined {
+function normaliseBase(url: string): string | undefined {
   try {
     const parsed = new URL(url);
     if (parsed.username || parsed.password || parsed.search || parsed.hash) return undefined;
@@ -142,9 +142,4 @@ export function referencesIn(value: unknown, into = new Set<string>(), local: Lo
     if (key) into.add(key);
   });
   return into;
-}
-
-/** `Type/id` of a resource (its own reference). */
-export function ownReference(resource: Resource): string | undefined {
-  return resource.id ? `${resource.resourceType}/${resource.id}` : undefined;
 }

@@ -191,8 +191,12 @@ describe('item 7: a patient named only by identifier is resolved, or the resourc
   test('attack: the clinician p3’s consent refuses cannot read p3’s data named by MRN', async () => {
     withheld(await get('Observation/o-mrn3', await clinician('Practitioner/bob')), content('o-mrn3'));
   });
-  test('control: a clinician p3 permits reads it, decided as p3’s', async () => {
+  test('control: a clinician p3 permits, and p3’s own app, read it, decided and confined as p3’s', async () => {
     released(await get('Observation/o-mrn3', await clinician('Practitioner/dr-a')), content('o-mrn3'));
+    released(await get('Observation/o-mrn3', await patientApp('p3')), content('o-mrn3'));
+  });
+  test('attack: another patient’s app cannot read p3’s data named by MRN', async () => {
+    withheld(await get('Observation/o-mrn3', await patientApp('p2')), content('o-mrn3'));
   });
   test('attack: an identifier that resolves to no patient is withheld, from reads and searches', async () => {
     const drA = await clinician('Practitioner/dr-a');
