@@ -103,6 +103,8 @@ export class PolicyStore {
   readonly #pollOverlapMs: number;
   readonly #patients: LruMap<string, Cached<PatientPolicyInputs>>;
   readonly #actors: LruMap<string, Cached<ActorFacts>>;
+  /** Patient identifier (`system|value`) → the local patients carrying it, cached with the TTL. */
+  readonly #identified: LruMap<string, Cached<readonly string[]>>;
   readonly #patientFlights = new Map<string, Flight<LoadResult>>();
   readonly #actorFlights = new Map<string, Flight<ActorFacts>>();
   #pollTimer: NodeJS.Timeout | undefined;
@@ -127,6 +129,7 @@ export class PolicyStore {
     this.#pollOverlapMs = opts.pollOverlapMs ?? 5000;
     this.#patients = new LruMap(opts.policy.cache.maxPatients);
     this.#actors = new LruMap(opts.policy.cache.maxPatients);
+    this.#identified = new LruMap(opts.policy.cache.maxPatients);
     this.localBases = localBases(opts.upstream.baseUrl, opts.gatewayBase);
   }
 
@@ -240,8 +243,15 @@ export class PolicyStore {
    * `Patient?identifier=`; each maps to every local patient carrying it (none → absent: the caller withholds).
    */
   async resolvePatientIdentifiers(keys: readonly string[], opts: { requestId?: string } = {}): Promise<Map<string, string[]>> {
-    const wanted = [...new Set(keys)];
     const found = new Map<string, string[]>();
+    const wanted: string[] = [];
+    for (const key of new Set(keys)) {
+      const cached = this.#identified.get(key);
+      if (cached && this.#fresh(cached)) {
+        if (cached.value.length > 0) found.set(key, [...cached.value]);
+      } else wanted.push(key);
+    }
+    const started = this.#now();
     for (let i = 0; i < wanted.length; i += IDENTIFIER_BATCH) {
       const batch = wanted.slice(i, i + IDENTIFIER_BATCH);
       const query = batch.map((key) => key.replaceAll('\\', '\\\\').replaceAll(',', '\\,')).map(encodeURIComponent).join(',');
@@ -254,6 +264,7 @@ export class PolicyStore {
         }
       }
     }
+    if (this.#ttlMs > 0) for (const key of wanted) this.#identified.set(key, { value: found.get(key) ?? [], loadedAt: started, dependsOn: new Set() });
     return found;
   }
 

@@ -227,6 +227,7 @@ describe('references are keyed as the store loads them', () => {
     const seen = await requestsDuring(async () => (found = await store.resolvePatientIdentifiers(['urn:mrn|a,1', 'urn:mrn|b', 'urn:mrn|none'])));
     assert.deepEqual(Object.fromEntries(found ?? []), { 'urn:mrn|a,1': ['p-mrn'], 'urn:mrn|b': ['p-mrn'] });
     assert.equal(seen.length, 1);
+    assert.deepEqual(await requestsDuring(() => store.resolvePatientIdentifiers(['urn:mrn|b', 'urn:mrn|none'])), [], 'cached within the TTL, misses too');
   });
 });
 
