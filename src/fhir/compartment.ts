@@ -96,6 +96,8 @@ export function attributePatients(resource: Resource, local?: LocalBases): Patie
   let unresolvable = false;
   if (resource.resourceType === 'Patient' && resource.id) ids.add(resource.id);
   walkReferences(resource, (element, property) => {
+    // Only Patient references matter here: skip the parse for every other literal reference.
+    if (element.reference !== undefined && !element.reference.includes('Patient/')) return;
     const parsed = parseReference(element.reference);
     if (parsed) {
       if (parsed.resourceType !== 'Patient') return;
