@@ -129,7 +129,8 @@ export function compile(
   const withoutBtg = requester.purposes.filter((p) => p !== 'BTG');
   const purposes = requester.breakGlass ? [...withoutBtg, 'BTG'] : withoutBtg;
   const references = new Set<string>();
-  for (const r of [requester.fhirUser, ...requester.references]) {
+  // The store lists fhirUser among the references only while it may be named (a representative whose relationship ended is not).
+  for (const r of requester.references) {
     const key = referenceKey(r);
     if (key) references.add(key);
   }

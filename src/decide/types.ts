@@ -28,7 +28,8 @@ export interface PatientPolicyInputs {
 export interface Requester {
   /** Relative reference, e.g. `Practitioner/dr-a`, `Patient/p1`, `RelatedPerson/guardian`. */
   readonly fhirUser?: string;
-  /** fhirUser, the organization claim, and for a PractitionerRole its practitioner and organization. */
+  /** fhirUser (unless a RelatedPerson whose relationship ended), the organization claim, and for a
+   * PractitionerRole in force its practitioner and organization. Only these match consent actors. */
   readonly references: readonly string[];
   /** `system|value` identifiers of those references. */
   readonly identifiers: readonly string[];

@@ -10,6 +10,7 @@ import type {
   Identifier,
   Patient,
   PractitionerRole,
+  RelatedPerson,
   Resource,
 } from '@medplum/fhirtypes';
 import type { DecisionPolicy } from '../config/policy.ts';
@@ -68,9 +69,9 @@ interface ActorFacts {
   /** PractitionerRole.practitioner / .organization. */
   readonly practitioner?: string;
   readonly organization?: string;
-  /** PractitionerRole.active and .period: a role grants its practitioner and organization only while in force (SPEC §4.1). */
-  readonly roleActive?: boolean;
-  readonly rolePeriod?: PractitionerRole['period'];
+  /** PractitionerRole / RelatedPerson `active` and `period`: the role or relationship grants only while in force (SPEC §4.1). */
+  readonly active?: boolean;
+  readonly period?: PractitionerRole['period'];
 }
 
 interface Cached<T> {
@@ -214,11 +215,13 @@ export class PolicyStore {
     };
     // A foreign fhirUser or organization stays foreign (SPEC §3): never read, never its local namesake.
     const fhirUser = this.#key(ctx.fhirUser);
-    add(fhirUser);
-    add(this.#key(ctx.organization));
     const localUser = this.#localKey(fhirUser);
     const userFacts = localUser ? await this.#actorFacts(localUser, ctx.requestId) : undefined;
-    if (localUser && keyType(localUser) === 'PractitionerRole' && userFacts && roleInForce(userFacts, this.#now())) {
+    // A representative whose relationship has ended is no longer the RelatedPerson a consent names.
+    const ended = localUser !== undefined && keyType(localUser) === 'RelatedPerson' && userFacts !== undefined && !inForce(userFacts, this.#now());
+    if (!ended) add(fhirUser);
+    add(this.#key(ctx.organization));
+    if (localUser && keyType(localUser) === 'PractitionerRole' && userFacts && inForce(userFacts, this.#now())) {
       add(userFacts.practitioner);
       add(userFacts.organization);
     }
@@ -496,7 +499,7 @@ export class PolicyStore {
       if (author && keyType(author) === 'PractitionerRole') roles.add(author);
     }
     const roleFacts = (await Promise.all([...roles].map(async (role) => [role, await this.#actorFacts(role, requestId)] as const)))
-      .filter(([, facts]) => roleInForce(facts, nowMs));
+      .filter(([, facts]) => inForce(facts, nowMs));
     for (const [role, facts] of roleFacts) if (related.has(role) && facts.practitioner) related.add(facts.practitioner);
     for (const [role, facts] of roleFacts) if (facts.practitioner && related.has(facts.practitioner)) related.add(role);
     return [...related].filter((r) => CARE_PROVIDER_TYPES.has(keyType(r))).sort();
@@ -550,9 +553,10 @@ function careTeamMembers(team: CareTeam, nowMs: number, local: LocalBases): stri
   return members;
 }
 
-// SPEC §4.1: an inactive or expired PractitionerRole stands for neither its practitioner nor its organization.
-function roleInForce(facts: ActorFacts, nowMs: number): boolean {
-  return facts.roleActive !== false && periodIsCurrent(facts.rolePeriod, nowMs);
+// SPEC §4.1: an inactive or expired PractitionerRole stands for neither its practitioner nor its
+// organization; a RelatedPerson whose relationship is inactive or ended represents no one.
+function inForce(facts: ActorFacts, nowMs: number): boolean {
+  return facts.active !== false && periodIsCurrent(facts.period, nowMs);
 }
 
 function actorFacts(resource: Resource | undefined, local: LocalBases): ActorFacts {
@@ -567,9 +571,13 @@ function actorFacts(resource: Resource | undefined, local: LocalBases): ActorFac
       identifiers,
       ...(practitioner ? { practitioner } : {}),
       ...(organization ? { organization } : {}),
-      roleActive: role.active !== false,
-      ...(role.period ? { rolePeriod: role.period } : {}),
+      active: role.active !== false,
+      ...(role.period ? { period: role.period } : {}),
     };
+  }
+  if (resource.resourceType === 'RelatedPerson') {
+    const person = resource as RelatedPerson;
+    return { found: true, identifiers, active: person.active !== false, ...(person.period ? { period: person.period } : {}) };
   }
   return { found: true, identifiers };
 }

@@ -50,6 +50,12 @@ const resources: Resource[] = [
   { resourceType: 'CareTeam', id: 'team-ok', status: 'active', period: { start: daysFromNow(-30) }, participant: [{ member: { reference: 'Practitioner/dr-w' } }] },
   { resourceType: 'Group', id: 'definitional', type: 'practitioner', actual: false, member: [{ entity: { reference: 'Practitioner/dr-v' } }] },
   { resourceType: 'Group', id: 'real', type: 'practitioner', actual: true, member: [{ entity: { reference: 'Practitioner/dr-u' } }] },
+  // Found beside item 4: a representative whose relationship has ended.
+  patient('p10'),
+  consent('c-p10', 'p10', { type: 'permit', actor: [actor('RelatedPerson/rp-ok'), actor('RelatedPerson/rp-ended')] }),
+  obs('o-p10', 'p10'),
+  { resourceType: 'RelatedPerson', id: 'rp-ok', active: true, patient: { reference: 'Patient/p10' } },
+  { resourceType: 'RelatedPerson', id: 'rp-ended', active: true, period: { end: daysFromNow(-1) }, patient: { reference: 'Patient/p10' } },
   // Item 5: a Binary without securityContext behind a withheld (R) document; one with a context.
   doc('doc-r', 'p1', 'bin-free', { security: [conf('R')] }),
   binary('bin-free'),
@@ -145,6 +151,15 @@ describe('item 4: only memberships in force grant', () => {
       else withheld(res, content('o-p8'));
     });
   }
+});
+
+describe('a RelatedPerson whose relationship has ended represents no one (SPEC §4.1, found beside item 4)', () => {
+  test('attack: the ended representative is not the RelatedPerson the consent names', async () => {
+    withheld(await get('Observation/o-p10', await clinician('RelatedPerson/rp-ended', { extensions: pou('FAMRQT') })), content('o-p10'));
+  });
+  test('control: a current representative is', async () => {
+    released(await get('Observation/o-p10', await clinician('RelatedPerson/rp-ok', { extensions: pou('FAMRQT') })), content('o-p10'));
+  });
 });
 
 describe('item 5: a Binary without securityContext only to system/ clients', () => {

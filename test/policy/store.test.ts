@@ -442,6 +442,18 @@ describe('requester resolution (SPEC §4.1 actor)', () => {
     assert.ok(active.references.includes('Organization/hospital'));
   });
 
+  test('a RelatedPerson whose relationship is inactive or ended is not among the references', async () => {
+    await upstream.update({ resourceType: 'RelatedPerson', id: 'rp-off', active: false, patient: { reference: 'Patient/p1' } });
+    await upstream.update({ resourceType: 'RelatedPerson', id: 'rp-past', period: { end: '2020-01-01' }, patient: { reference: 'Patient/p1' } });
+    for (const id of ['rp-off', 'rp-past']) {
+      const requester = await newStore().resolveRequester(context({ fhirUser: `RelatedPerson/${id}`, kinds: ['user'], purposeOfUse: ['FAMRQT'] }));
+      assert.equal(requester.fhirUser, `RelatedPerson/${id}`, 'still a representative for harm determinations');
+      assert.deepEqual(requester.references, [], id);
+    }
+    const current = await newStore().resolveRequester(context({ fhirUser: 'RelatedPerson/guardian', kinds: ['user'], purposeOfUse: ['FAMRQT'] }));
+    assert.deepEqual(current.references, ['RelatedPerson/guardian']);
+  });
+
   test('requester facts are cached: the second resolution asks nothing', async () => {
     const store = newStore();
     const ctx = context({ fhirUser: 'PractitionerRole/role-c', kinds: ['user'] });
