@@ -12,7 +12,7 @@ import {
   readConsentShape,
 } from './consent-shape.ts';
 import { harmDeterminationValidity, type HarmGround, harmRefusalText } from './harm.ts';
-import { keyType, referenceKey } from '../fhir/references.ts';
+import { keyType, type LocalBases, referenceKey } from '../fhir/references.ts';
 import { dateHigh, dateLow } from './resource-facts.ts';
 import { confidentialityRank, part2ReleaseCodes, purposeIsA, RANK_N, RANK_R, sensitivityWithDescendants } from './terminology.ts';
 import type { EnforcementStatus, Obligation, PatientPolicyInputs, Requester, TraceEntry } from './types.ts';
@@ -99,6 +99,8 @@ export interface CompiledPatientPolicy {
   readonly ignored: readonly TraceEntry[];
   /** Per consent, what $consent-enforcement-status reports. */
   readonly statuses: readonly PolicyStatus[];
+  /** Bases whose absolute references in a resource are local (from the inputs; decide/ does no I/O). */
+  readonly localBases: LocalBases;
 }
 
 const readActions: ReadonlySet<string> = new Set(['access', 'use', 'disclose']);
@@ -226,6 +228,7 @@ export function compile(
     },
     ignored,
     statuses,
+    localBases: new Set(inputs.localBases ?? []),
   };
 }
 

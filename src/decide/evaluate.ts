@@ -48,7 +48,7 @@ const btgTrace: TraceEntry = Object.freeze({
 });
 
 export function evaluate(compiled: CompiledPatientPolicy, resource: Resource): Decision {
-  const facts = new ResourceFacts(resource);
+  const facts = new ResourceFacts(resource, undefined, undefined, compiled.localBases);
   const trace: TraceEntry[] = compiled.ignored.length > 0 ? compiled.ignored.slice() : [];
   const obligations: Obligation[] = [];
   const core = decide(compiled, facts, trace, obligations);

@@ -1,7 +1,7 @@
 // Resource-side facts a provision can ask about (SPEC §4.1), read by direct property access and
 // computed lazily so that a resource pays only for what the compiled policy needs.
 import type { Coding, Resource } from '@medplum/fhirtypes';
-import { referenceKey, referencesIn } from '../fhir/references.ts';
+import { type LocalBases, referenceKey, referencesIn } from '../fhir/references.ts';
 import { DS4P_INLINE_LABEL, V3_ACT_CODE, V3_CONFIDENTIALITY, V3_OBSERVATION_VALUE } from '../fhir/systems.ts';
 import { confidentialityRank, RANK_N } from './terminology.ts';
 
@@ -95,7 +95,11 @@ export class ResourceFacts {
   private authorsCache: string[] | undefined;
   private dateCache: number | undefined;
 
-  constructor(resource: Resource, extraLabels: readonly Coding[] = EMPTY, base?: ResourceFacts) {
+  /** Bases on which a resource's absolute references are local (the policy inputs carry them). */
+  private readonly local: LocalBases;
+
+  constructor(resource: Resource, extraLabels: readonly Coding[] = EMPTY, base?: ResourceFacts, local?: LocalBases) {
+    this.local = local ?? base?.local ?? NO_BASES;
     this.resource = resource as unknown as Json;
     this.resourceType = resource.resourceType;
     this.reference = resource.id ? `${resource.resourceType}/${resource.id}` : undefined;
@@ -146,7 +150,7 @@ export class ResourceFacts {
 
   /** Every reference the resource contains, as keys (`Type/id`; another server's stay absolute). */
   references(): ReadonlySet<string> {
-    this.referencesCache ??= referencesIn(this.resource);
+    this.referencesCache ??= referencesIn(this.resource, new Set(), this.local);
     return this.referencesCache;
   }
 
@@ -159,7 +163,7 @@ export class ResourceFacts {
       for (const item of Array.isArray(value) ? value : [value]) {
         if (!item || typeof item !== 'object') continue;
         const ref = (item as Json).reference ?? ((item as Json).actor as Json | undefined)?.reference;
-        const key = typeof ref === 'string' ? referenceKey(ref) : undefined;
+        const key = typeof ref === 'string' ? referenceKey(ref, this.local) : undefined;
         if (key) out.push(key);
       }
     }
@@ -181,6 +185,7 @@ export class ResourceFacts {
 }
 
 const EMPTY: readonly Coding[] = Object.freeze([]);
+const NO_BASES: LocalBases = new Set();
 
 /** An element carrying DS4P inline security labels, with its dotted path (SPEC §5 redaction). */
 export interface LabelledElement {

@@ -22,6 +22,9 @@ export interface PatientPolicyInputs {
    * (SPEC §4.1 `related`: that resource and what it references). Optional: without it `related`
    * covers only the named resource. */
   readonly dataReferences?: Readonly<Record<string, readonly string[]>>;
+  /** The upstream's and the gateway's bases: a resource's absolute references on them are local (SPEC §4.1).
+   * Optional: without them every absolute reference in a resource is another server's. */
+  readonly localBases?: readonly string[];
 }
 
 /** The requester, resolved: every reference and identifier under which a rule may name them. */

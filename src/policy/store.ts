@@ -432,6 +432,7 @@ export class PolicyStore {
       identifiers: Object.freeze(sortedRecord(identifiers)),
       careRelationships: Object.freeze(careRelationships),
       dataReferences: Object.freeze(sortedRecord(dataReferences)),
+      localBases: Object.freeze([...this.localBases]),
     });
     return { inputs, dependsOn };
   }

@@ -92,3 +92,17 @@ describe('a harm determination’s references are compared as keys (issue 18)', 
     assert.equal(decide(harmFlag('h1', {}, 'harm-life-safety', [`${FOREIGN}/DiagnosticReport/d1`])), 'permit');
   });
 });
+
+// The inputs carry the local bases, so an upstream that writes absolute references on its own base in a
+// resource is still compared locally — a deny on `authoredby`/`dependents` is not sidestepped that way.
+describe('a resource’s absolute references on the local bases are local (issue 18)', () => {
+  const UPSTREAM = 'http://upstream.test/fhir';
+  const deny: ConsentProvision = { type: 'permit', provision: [{ type: 'deny', data: [{ meaning: 'authoredby', reference: { reference: 'Practitioner/dr-a' } }] }] };
+  const byDrA = observation('o1', [], { performer: [{ reference: `${UPSTREAM}/Practitioner/dr-a` }] });
+  test('attack closed: the local author written absolutely is still the local author', () => {
+    assert.equal(outcome(deny, localDrA, byDrA, { localBases: [UPSTREAM] }), 'deny');
+  });
+  test('control: without the bases it would be another server’s author', () => {
+    assert.equal(outcome(deny, localDrA, byDrA), 'permit');
+  });
+});
