@@ -93,6 +93,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const store = new PolicyStore({
     upstream,
     policy: settings.policy,
+    gatewayBase: fhirBase,
     observer: {
       onCacheHit: () => metrics.policyCache.inc({ result: 'hit' }),
       onCacheMiss: () => metrics.policyCache.inc({ result: 'miss' }),

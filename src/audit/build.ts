@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { AuditEvent, AuditEventAgent, AuditEventEntity, Coding, Extension } from '@medplum/fhirtypes';
 import type { TraceEntry } from '../decide/types.ts';
+import { parseReference } from '../fhir/references.ts';
 import { DG_CODES, V3_ACT_CODE, V3_ACT_REASON } from '../fhir/systems.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import {
@@ -113,10 +114,9 @@ function actionOf(interaction: Interaction): AuditEvent['action'] {
   }
 }
 
-const REFERENCE_PATTERN = /^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/;
-
 function gatewayWho(device: string): AgentWho & ObserverWho {
-  return (REFERENCE_PATTERN.test(device) ? { reference: device } : { display: device }) as AgentWho & ObserverWho;
+  const parsed = parseReference(device);
+  return (parsed && parsed.base === undefined && parsed.version === undefined ? { reference: device } : { display: device }) as AgentWho & ObserverWho;
 }
 
 function purposeCodings(ctx: RequestContext | undefined): Coding[] {

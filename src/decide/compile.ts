@@ -12,7 +12,8 @@ import {
   readConsentShape,
 } from './consent-shape.ts';
 import { harmDeterminationValidity, type HarmGround, harmRefusalText } from './harm.ts';
-import { dateHigh, dateLow, referenceKey } from './resource-facts.ts';
+import { keyType, type LocalBases, referenceKey } from '../fhir/references.ts';
+import { dateHigh, dateLow } from './resource-facts.ts';
 import { confidentialityRank, part2ReleaseCodes, purposeIsA, RANK_N, RANK_R, sensitivityWithDescendants } from './terminology.ts';
 import type { EnforcementStatus, Obligation, PatientPolicyInputs, Requester, TraceEntry } from './types.ts';
 
@@ -98,6 +99,8 @@ export interface CompiledPatientPolicy {
   readonly ignored: readonly TraceEntry[];
   /** Per consent, what $consent-enforcement-status reports. */
   readonly statuses: readonly PolicyStatus[];
+  /** Bases whose absolute references in a resource are local (from the inputs; decide/ does no I/O). */
+  readonly localBases: LocalBases;
 }
 
 const readActions: ReadonlySet<string> = new Set(['access', 'use', 'disclose']);
@@ -114,6 +117,7 @@ interface RequestView {
   readonly memberships: PatientPolicyInputs['memberships'];
   readonly actorIdentifiers: PatientPolicyInputs['identifiers'];
   readonly dataReferences: Readonly<Record<string, readonly string[]>>;
+  readonly breakGlass: boolean;
   readonly now: number;
 }
 
@@ -127,7 +131,8 @@ export function compile(
   const withoutBtg = requester.purposes.filter((p) => p !== 'BTG');
   const purposes = requester.breakGlass ? [...withoutBtg, 'BTG'] : withoutBtg;
   const references = new Set<string>();
-  for (const r of [requester.fhirUser, ...requester.references]) {
+  // The store lists fhirUser among the references only while it may be named (a representative whose relationship ended is not).
+  for (const r of requester.references) {
     const key = referenceKey(r);
     if (key) references.add(key);
   }
@@ -141,6 +146,7 @@ export function compile(
     memberships: inputs.memberships,
     actorIdentifiers: inputs.identifiers,
     dataReferences: inputs.dataReferences ?? {},
+    breakGlass: requester.breakGlass,
     now: now.getTime(),
   };
 
@@ -169,7 +175,7 @@ export function compile(
   const fhirUser = referenceKey(requester.fhirUser);
   const isPatient = fhirUser === `Patient/${inputs.patientId}` || purposes.includes('PATRQT');
   const isRepresentative =
-    fhirUser?.startsWith('RelatedPerson/') === true || purposes.includes('FAMRQT') || purposes.includes('PWATRNY');
+    (fhirUser !== undefined && keyType(fhirUser) === 'RelatedPerson') || purposes.includes('FAMRQT') || purposes.includes('PWATRNY');
   for (const flag of inputs.flags) {
     const rule = `Flag/${flag.id ?? '(no id)'}`;
     const validity = harmDeterminationValidity(flag, inputs, now);
@@ -198,7 +204,7 @@ export function compile(
   }
 
   const implicit = policy.implicitPolicy;
-  const clinician = fhirUser?.startsWith('Practitioner/') === true || fhirUser?.startsWith('PractitionerRole/') === true;
+  const clinician = fhirUser !== undefined && (keyType(fhirUser) === 'Practitioner' || keyType(fhirUser) === 'PractitionerRole');
   const baseAllowed =
     implicit === 'all-normal' ||
     (implicit === 'basic-normal' && clinician && purposes.some((p) => purposeIsA(p, 'TREAT'))) ||
@@ -222,6 +228,7 @@ export function compile(
     },
     ignored,
     statuses,
+    localBases: new Set(inputs.localBases ?? []),
   };
 }
 
@@ -298,8 +305,10 @@ function compileProvision(
   }
   // SPEC §4.1: a nested provision whose period is not current is skipped (the root's was checked).
   const current = isRoot || periodContains(p.period, view.now);
-  const withBtg = current && requestMatches(p, view, view.purposes);
-  const withoutBtg = withBtg && requestMatches(p, view, view.purposesWithoutBtg);
+  // SPEC §4.2: a restriction's emergency exception counts only while break-the-glass is in effect.
+  const emergencyOnly = legal && shape.effect === 'permit' && !view.breakGlass;
+  const withBtg = current && requestMatches(p, view, view.purposes, emergencyOnly);
+  const withoutBtg = withBtg && requestMatches(p, view, view.purposesWithoutBtg, emergencyOnly);
   if (!withBtg && children.length === 0 && !isRoot) return null;
   const part2Release =
     shape.effect === 'permit' &&
@@ -323,9 +332,12 @@ function compileProvision(
   };
 }
 
-function requestMatches(p: ConsentProvision, view: RequestView, purposes: readonly string[]): boolean {
+const EMERGENCY_PURPOSES: ReadonlySet<string> = new Set(['BTG', 'ETREAT']);
+
+function requestMatches(p: ConsentProvision, view: RequestView, purposes: readonly string[], emergencyNeedsBtg: boolean): boolean {
   if (p.actor && p.actor.length > 0 && !p.actor.some((a) => actorMatches(a.reference, view))) return false;
-  if (p.purpose && p.purpose.length > 0 && !p.purpose.some((c) => purposeMatches(c, purposes))) return false;
+  const rulePurposes = emergencyNeedsBtg ? p.purpose?.filter((c) => !EMERGENCY_PURPOSES.has(c.code ?? '')) : p.purpose;
+  if (p.purpose && p.purpose.length > 0 && !rulePurposes?.some((c) => purposeMatches(c, purposes))) return false;
   if (p.action && p.action.length > 0 && !p.action.some((cc) => actionMatches(cc, view.action))) return false;
   return true;
 }

@@ -59,7 +59,7 @@ const labelTrace = (r: LabelReason): TraceEntry => ({
 /** Decides one resource; `computed` are the labels the labeling step added (SPEC §4.7), decided like any other. */
 export function evaluate(compiled: CompiledPatientPolicy, resource: Resource, computed?: ComputedLabels): Decision {
   const labelled = computed !== undefined && computed.added.length > 0;
-  const facts = labelled ? new ResourceFacts(resource, computed.added) : new ResourceFacts(resource);
+  const facts = new ResourceFacts(resource, labelled ? computed.added : undefined, undefined, compiled.localBases);
   const trace: TraceEntry[] = compiled.ignored.length > 0 ? compiled.ignored.slice() : [];
   if (labelled) for (const r of computed.reasons) trace.push(labelTrace(r));
   const obligations: Obligation[] = [];

@@ -2,7 +2,7 @@
 import type { Flag } from '@medplum/fhirtypes';
 import { DG_CODES, DG_EXT_HARM_GROUND, DG_EXT_WITHHELD_DATA } from '../fhir/systems.ts';
 import { periodContains } from './consent-shape.ts';
-import { referenceKey } from './resource-facts.ts';
+import { isForeignKey, keyType, referenceKey } from '../fhir/references.ts';
 import type { PatientPolicyInputs } from './types.ts';
 import { validatePolicyResource } from './validate.ts';
 
@@ -44,9 +44,11 @@ export function harmDeterminationValidity(
   }
   const author = referenceKey(flag.author?.reference);
   if (!author) return { valid: false, reason: 'no author: a harm determination must be made by a licensed professional' };
-  if (!author.startsWith('Practitioner/') && !author.startsWith('PractitionerRole/')) {
-    return { valid: false, reason: `author ${author.split('/')[0]} is not a Practitioner or PractitionerRole` };
+  if (keyType(author) !== 'Practitioner' && keyType(author) !== 'PractitionerRole') {
+    return { valid: false, reason: `author ${keyType(author)} is not a Practitioner or PractitionerRole` };
   }
+  // SPEC §4.1: a practitioner of another server is not the local one whose care relationship is known.
+  if (isForeignKey(author)) return { valid: false, reason: 'author is a practitioner of another server' };
   const groundCodes = new Set(
     (flag.extension ?? [])
       .filter((e) => e.url === DG_EXT_HARM_GROUND)

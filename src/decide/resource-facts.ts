@@ -1,19 +1,11 @@
 // Resource-side facts a provision can ask about (SPEC §4.1), read by direct property access and
 // computed lazily so that a resource pays only for what the compiled policy needs.
 import type { Coding, Resource } from '@medplum/fhirtypes';
+import { type LocalBases, referenceKey, referencesIn } from '../fhir/references.ts';
 import { canonicalCoding, DS4P_INLINE_LABEL, SYSTEM_SPELLINGS, V3_ACT_CODE, V3_CONFIDENTIALITY } from '../fhir/systems.ts';
 import { confidentialityRank, RANK_N } from './terminology.ts';
 
 type Json = Record<string, unknown>;
-
-/** `Type/id` of a reference string (relative, absolute or versioned); undefined for contained/urn refs. */
-export function referenceKey(reference: string | undefined): string | undefined {
-  if (!reference || reference.charCodeAt(0) === 35 /* # */) return undefined;
-  const slash = reference.indexOf('/');
-  if (slash > 0 && reference.indexOf('/', slash + 1) < 0 && reference.indexOf(':') < 0) return reference;
-  const m = /([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]*)?$/.exec(reference);
-  return m ? `${m[1]}/${m[2]}` : undefined;
-}
 
 /** SPEC §4.1 dataPeriod order; occurrence[x] (Immunization) is added after performed[x]. */
 export function clinicalDate(resource: Resource): string | undefined {
@@ -103,7 +95,11 @@ export class ResourceFacts {
   private authorsCache: string[] | undefined;
   private dateCache: number | undefined;
 
-  constructor(resource: Resource, extraLabels: readonly Coding[] = EMPTY, base?: ResourceFacts) {
+  /** Bases on which a resource's absolute references are local (the policy inputs carry them). */
+  private readonly local: LocalBases;
+
+  constructor(resource: Resource, extraLabels: readonly Coding[] = EMPTY, base?: ResourceFacts, local?: LocalBases) {
+    this.local = local ?? base?.local ?? NO_BASES;
     this.resource = resource as unknown as Json;
     this.resourceType = resource.resourceType;
     this.reference = resource.id ? `${resource.resourceType}/${resource.id}` : undefined;
@@ -153,13 +149,9 @@ export class ResourceFacts {
     return this.dateCache;
   }
 
-  /** Every reference the resource contains (normalised `Type/id`). */
+  /** Every reference the resource contains, as keys (`Type/id`; another server's stay absolute). */
   references(): ReadonlySet<string> {
-    if (!this.referencesCache) {
-      const out = new Set<string>();
-      collectReferences(this.resource, out, 0);
-      this.referencesCache = out;
-    }
+    this.referencesCache ??= referencesIn(this.resource, new Set(), this.local);
     return this.referencesCache;
   }
 
@@ -172,7 +164,7 @@ export class ResourceFacts {
       for (const item of Array.isArray(value) ? value : [value]) {
         if (!item || typeof item !== 'object') continue;
         const ref = (item as Json).reference ?? ((item as Json).actor as Json | undefined)?.reference;
-        const key = typeof ref === 'string' ? referenceKey(ref) : undefined;
+        const key = typeof ref === 'string' ? referenceKey(ref, this.local) : undefined;
         if (key) out.push(key);
       }
     }
@@ -200,23 +192,7 @@ function canonicalLabels(labels: readonly Coding[]): readonly Coding[] {
   return labels.some((c) => c.system !== undefined && SYSTEM_SPELLINGS.has(c.system)) ? labels.map(canonicalCoding) : labels;
 }
 
-function collectReferences(node: unknown, out: Set<string>, depth: number): void {
-  if (depth > 32 || !node || typeof node !== 'object') return;
-  if (Array.isArray(node)) {
-    for (const item of node) collectReferences(item, out, depth + 1);
-    return;
-  }
-  const object = node as Json;
-  for (const key in object) {
-    const value = object[key];
-    if (key === 'reference' && typeof value === 'string') {
-      const ref = referenceKey(value);
-      if (ref) out.add(ref);
-    } else if (key !== 'text' && key !== 'contained' && typeof value === 'object') {
-      collectReferences(value, out, depth + 1);
-    }
-  }
-}
+const NO_BASES: LocalBases = new Set();
 
 /** An element carrying DS4P inline security labels, with its dotted path (SPEC §5 redaction). */
 export interface LabelledElement {

@@ -22,13 +22,17 @@ export interface PatientPolicyInputs {
    * (SPEC §4.1 `related`: that resource and what it references). Optional: without it `related`
    * covers only the named resource. */
   readonly dataReferences?: Readonly<Record<string, readonly string[]>>;
+  /** The upstream's and the gateway's bases: a resource's absolute references on them are local (SPEC §4.1).
+   * Optional: without them every absolute reference in a resource is another server's. */
+  readonly localBases?: readonly string[];
 }
 
 /** The requester, resolved: every reference and identifier under which a rule may name them. */
 export interface Requester {
   /** Relative reference, e.g. `Practitioner/dr-a`, `Patient/p1`, `RelatedPerson/guardian`. */
   readonly fhirUser?: string;
-  /** fhirUser, the organization claim, and for a PractitionerRole its practitioner and organization. */
+  /** fhirUser (unless a RelatedPerson whose relationship ended), the organization claim, and for a
+   * PractitionerRole in force its practitioner and organization. Only these match consent actors. */
   readonly references: readonly string[];
   /** `system|value` identifiers of those references. */
   readonly identifiers: readonly string[];

@@ -7,8 +7,9 @@ import type { DecisionPolicy } from '../config/policy.ts';
 import { compile, evaluate, type CompiledPatientPolicy } from '../decide/index.ts';
 import type { Decision, Obligation, PatientPolicyInputs, Requester, TraceEntry } from '../decide/types.ts';
 import type { ComputedLabels, SecurityLabeler } from '../label/index.ts';
-import { patientsOf } from '../fhir/compartment.ts';
+import { attributePatients, type PatientAttribution, patientsOf } from '../fhir/compartment.ts';
 import { loadFhirDefinitions } from '../fhir/definitions.ts';
+import type { LocalBases } from '../fhir/references.ts';
 import type { RequestContext, ScopeInteraction } from '../provenance/context.ts';
 import { confinedToLaunchPatient, grantedQueries, holdsAuditEventScope, resourceMatchesScopes } from '../provenance/scopes.ts';
 import type { CompiledPolicyCache } from '../policy/compiled-cache.ts';
@@ -17,6 +18,10 @@ import { decidedRelease, type Releasable } from './reply.ts';
 
 export interface PolicySource {
   loadMany(patientIds: readonly string[], opts?: { requestId?: string }): Promise<Map<string, PatientPolicyInputs>>;
+  /** Absolute references on these bases are local (SPEC §4.1); without them every absolute one is foreign. */
+  readonly localBases?: LocalBases;
+  /** `system|value` → local patient ids (SPEC §5); without it a patient named only by identifier is unresolvable. */
+  resolvePatientIdentifiers?(keys: readonly string[], opts?: { requestId?: string }): Promise<Map<string, string[]>>;
 }
 
 export type Verdict =
@@ -104,6 +109,12 @@ export class DisclosureSession {
   private readonly compiled = new Map<string, CompiledPatientPolicy>();
   /** Patients of each resource met in this request: found once in prepare(), read again in decide(). */
   private readonly patientsSeen = new WeakMap<Resource, readonly string[]>();
+  /** Each resource's attribution, walked once per request. */
+  private readonly attributions = new WeakMap<Resource, PatientAttribution>();
+  /** Resources naming a patient that cannot be resolved to a local one: withheld (SPEC §5). */
+  private readonly unattributed = new WeakSet<Resource>();
+  /** Patient identifiers (`system|value`) resolved in this request → local patient ids (empty: none). */
+  private readonly identified = new Map<string, readonly string[]>();
   /** Scope verdicts per type and interaction: granular queries are evaluated per resource, the rest once. */
   private readonly scopeByType = new Map<string, ReturnType<typeof grantedQueries>>();
   private readonly accounts = new Map<string, PatientAccount>();
@@ -126,11 +137,18 @@ export class DisclosureSession {
     this.requester = requester;
   }
 
+  /** Bases whose absolute references are local (SPEC §4.1). */
+  get localBases(): LocalBases | undefined {
+    return this.deps.policies.localBases;
+  }
+
   /** Loads and compiles the policies of every patient these resources name; call before `decide`. */
   async prepare(resources: Iterable<Resource>, extraPatients: readonly string[] = []): Promise<void> {
     // A caller may name patients explicitly (a Binary's security context), so those are loaded too.
     const wanted = new Set<string>(extraPatients);
-    for (const resource of resources) for (const id of this.patientsOf(resource)) if (!this.compiled.has(id)) wanted.add(id);
+    const list = [...resources];
+    await this.resolveIdentifiers(list);
+    for (const resource of list) for (const id of this.patientsOf(resource)) if (!this.compiled.has(id)) wanted.add(id);
     for (const id of this.compiled.keys()) wanted.delete(id);
     if (wanted.size === 0) return;
     const inputs = await this.deps.policies.loadMany([...wanted], { requestId: this.ctx.requestId });
@@ -143,14 +161,52 @@ export class DisclosureSession {
     }
   }
 
+  /** SPEC §5: patients named only by identifier, looked up together (one batch of `Patient?identifier=`). */
+  private async resolveIdentifiers(resources: readonly Resource[]): Promise<void> {
+    const wanted = new Set<string>();
+    for (const resource of resources) {
+      if (resource.resourceType === 'Bundle') continue; // its entries are attributed one by one below
+      for (const key of this.attribution(resource).identifiers) if (!this.identified.has(key)) wanted.add(key);
+    }
+    for (const resource of resources) {
+      if (resource.resourceType !== 'Bundle') continue;
+      for (const e of resource.entry ?? []) {
+        if (e.resource) for (const key of this.attribution(e.resource).identifiers) if (!this.identified.has(key)) wanted.add(key);
+      }
+    }
+    if (wanted.size === 0) return;
+    const resolver = this.deps.policies.resolvePatientIdentifiers;
+    const found = resolver ? await resolver.call(this.deps.policies, [...wanted], { requestId: this.ctx.requestId }) : new Map<string, string[]>();
+    for (const key of wanted) this.identified.set(key, found.get(key) ?? []);
+  }
+
+  private attribution(resource: Resource): PatientAttribution {
+    let found = this.attributions.get(resource);
+    if (!found) {
+      found = attributePatients(resource, this.deps.policies.localBases);
+      this.attributions.set(resource, found);
+    }
+    return found;
+  }
+
   private patientsOf(resource: Resource): readonly string[] {
     let patients = this.patientsSeen.get(resource);
     if (!patients) {
       // A stored Bundle (a document, a message) is about every patient its entries are about.
-      patients =
-        resource.resourceType === 'Bundle'
-          ? [...new Set((resource.entry ?? []).flatMap((e) => (e.resource ? this.patientsOf(e.resource) : [])))]
-          : patientsOf(resource);
+      if (resource.resourceType === 'Bundle') {
+        patients = [...new Set((resource.entry ?? []).flatMap((e) => (e.resource ? this.patientsOf(e.resource) : [])))];
+      } else {
+        const attribution = this.attribution(resource);
+        const ids = new Set(attribution.ids);
+        let unresolved = attribution.unresolvable;
+        for (const key of attribution.identifiers) {
+          const resolved = this.identified.get(key);
+          if (!resolved || resolved.length === 0) unresolved = true;
+          else for (const id of resolved) ids.add(id);
+        }
+        if (unresolved) this.unattributed.add(resource);
+        patients = [...ids];
+      }
       this.patientsSeen.set(resource, patients);
     }
     return patients;
@@ -209,9 +265,17 @@ export class DisclosureSession {
     // Only a FHIR resource can be decided; anything else the upstream answered (GraphQL JSON) is not data about no one.
     if (!isFhirResource(resource)) return refusal('not-a-resource', 'not a FHIR resource the gateway can decide');
     if (!this.withinScopes(resource, access)) return refusal('scope', 'outside the granted SMART scopes');
-    if (resource.resourceType === 'Binary' && !contextChecked && resource.securityContext?.reference && patientsOf(resource).length === 0) {
+    if (resource.resourceType === 'Binary' && !contextChecked && resource.securityContext?.reference && patientsOf(resource, this.deps.policies.localBases).length === 0) {
       // Its security context decides a Binary; only a read resolves that context (interactions.read).
       return refusal('security-context', 'a Binary governed by another resource is released only by reading it');
+    }
+    if (resource.resourceType === 'Binary' && !resource.securityContext?.reference && this.requester.clientKind !== 'system') {
+      // SPEC §5: a Binary without a security context may be anyone's; only system/ clients receive it.
+      return refusal('security-context', 'a Binary without a security context is released only to system clients');
+    }
+    if (this.unattributed.has(resource)) {
+      // SPEC §5: a patient the gateway cannot resolve cannot be asked; the resource is withheld.
+      return refusal('patient-attribution', 'names a patient that cannot be resolved to a local patient');
     }
     if (resource.resourceType === 'AuditEvent' && !holdsAuditEventScope(ctx, access)) return refusal('scope', 'audit records need an auditor scope');
     if (resource.resourceType === 'Bundle') return this.storedBundle(resource, access);

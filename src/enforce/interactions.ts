@@ -4,7 +4,7 @@ import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { isPatientCompartmentType } from '../fhir/compartment.ts';
 import { forbidden, GatewayError, notFound } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
-import { relativeReference } from '../provenance/build-context.ts';
+import { keyType, localKey, referenceKey } from '../fhir/references.ts';
 import { confineSearch, patientsNamedBy } from '../provenance/confine.ts';
 import { allows, grantedQueries, holdsAuditEventScope, mayConcernPatient } from '../provenance/scopes.ts';
 import type { CursorState } from './cursor.ts';
@@ -89,9 +89,9 @@ export async function read(x: Exchange, resourceType: string, id: string, versio
 async function binarySecurityContext(x: Exchange, binary: Resource): Promise<string[] | undefined> {
   const reference = (binary as { securityContext?: { reference?: string } }).securityContext?.reference;
   if (!reference) return undefined;
-  const relative = relativeReference(reference);
-  if (!relative) throw concealed(x);
-  const [type, id] = relative.split('/');
+  const relative = localKey(referenceKey(reference, x.deps.store.localBases));
+  if (!relative) throw concealed(x); // another server's resource cannot vouch for a local Binary
+  const [type, id] = [keyType(relative), relative.slice(relative.indexOf('/') + 1)];
   if (type === 'Patient') return [id];
   const context = await readUpstreamResource(x, relative, type, id);
   if (!context) throw concealed(x); // a context that cannot be read cannot vouch for the Binary
@@ -194,6 +194,8 @@ export async function search(
   for (const id of patientsNamedBy(resourceType, params, compartmentId ? { type: 'Patient', id: compartmentId } : undefined).ids) x.namedPatients.add(id);
   if (resourceType) requireScope(x, resourceType, 's');
   else requireScope(x, '*', 's');
+  // SPEC §5: Binary is anyone's data until its securityContext says whose; only system/ clients list it by type.
+  if (resourceType === 'Binary' && interaction === 'search-type' && x.requester.clientKind !== 'system') throw forbidden();
   if (compartmentId) {
     requireScope(x, 'Patient', 's');
     confineInstance(x, 'Patient', compartmentId);

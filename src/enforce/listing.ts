@@ -203,14 +203,14 @@ export async function runListing(
 
   const matchRefs = new Set(matches.map((e) => refOf(e.resource as Resource)));
   const referencedByMatches = new Set<string>();
-  if (includeCandidates.size > 0) for (const e of matches) referencesIn(e.resource, referencedByMatches);
+  if (includeCandidates.size > 0) for (const e of matches) referencesIn(e.resource, referencedByMatches, session.localBases);
   // An included entry is shown only when a released match justifies it, so nothing arrives through a withheld match.
   const included = [...includeCandidates.values()]
     .filter(({ entry }) => {
       const ref = refOf(entry.resource as Resource);
       if (matchRefs.has(ref)) return false;
       if (referencedByMatches.has(ref)) return true;
-      for (const r of referencesIn(entry.resource)) if (matchRefs.has(r)) return true;
+      for (const r of referencesIn(entry.resource, new Set(), session.localBases)) if (matchRefs.has(r)) return true;
       return false;
     })
     .map(({ entry, original, verdict }) => {

@@ -7,7 +7,7 @@ import type { Decision, Obligation } from '../decide/types.ts';
 import { badRequest, forbidden, GatewayError, notFound, operationOutcome, resourceBody } from '../fhir/outcome.ts';
 import type { SecurityLabeler } from '../label/index.ts';
 import type { RequestContext } from '../provenance/context.ts';
-import { relativeReference } from '../provenance/build-context.ts';
+import { localKey, referenceKey } from '../fhir/references.ts';
 import { withinPatientContext } from '../provenance/confine.ts';
 import { holdsAuditEventScope, mayConcernPatient, parseScopes } from '../provenance/scopes.ts';
 import { upstreamResource } from '../upstream/index.ts';
@@ -50,7 +50,7 @@ async function explain(x: Exchange): Promise<Reply> {
   requireAuditor(x);
   const p = resourceBody<Parameters>(x.body, 'Parameters', 'a Parameters resource');
   const actor = params(p, 'actor')[0]?.valueReference?.reference;
-  const fhirUser = actor ? relativeReference(actor) : undefined;
+  const fhirUser = referenceKey(actor, x.deps.store.localBases);
   if (!fhirUser) throw badRequest('actor (valueReference to the requester’s fhirUser) is required');
   const orgRef = params(p, 'organization')[0]?.valueReference?.reference;
   const purposes = params(p, 'purpose').flatMap((q) => (q.valueCode ? [q.valueCode] : q.valueCoding?.code ? [q.valueCoding.code] : []));
@@ -63,7 +63,7 @@ async function explain(x: Exchange): Promise<Reply> {
   let resource = params(p, 'resource')[0]?.resource as Resource | undefined;
   if (!resource) {
     const ref = params(p, 'reference')[0]?.valueReference?.reference;
-    const relative = ref ? relativeReference(ref) : undefined;
+    const relative = localKey(referenceKey(ref, x.deps.store.localBases));
     if (!relative) throw badRequest('resource or reference is required');
     const read = await x.deps.upstream.readJson<Resource>(relative, { requestId: x.ctx.requestId });
     // another patient's resource, for a token confined to its launch patient, reads as a missing one
@@ -81,7 +81,7 @@ async function explain(x: Exchange): Promise<Reply> {
     kinds,
     patient,
     fhirUser,
-    organization: orgRef ? relativeReference(orgRef) : undefined,
+    organization: referenceKey(orgRef, x.deps.store.localBases),
     purposeOfUse: Object.freeze(breakGlass && !purposes.includes('BTG') ? [...purposes, 'BTG'] : purposes),
     purposeSource: 'claim',
     breakGlass: Object.freeze({ inEffect: breakGlass, requested: breakGlass }),

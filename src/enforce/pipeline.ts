@@ -154,7 +154,7 @@ export function fhirRouter(deps: PipelineDeps): Router {
       if (route.interaction === 'operation' && route.name === '$security-label' && route.resourceType === undefined && req.method === 'POST') {
         reply = securityLabel(deps.labeler, Buffer.isBuffer(req.body) ? req.body : undefined);
       } else {
-        ctx = buildRequestContext(claims, { requestId, categoryHeader: req.headers.category }, deps.policy);
+        ctx = buildRequestContext(claims, { requestId, categoryHeader: req.headers.category }, deps.policy, deps.store.localBases);
         const requester = await deps.store.resolveRequester(ctx);
         const session = new DisclosureSession({ policies: deps.store, policy: deps.policy, now: deps.now(), compiledPolicies: deps.compiledPolicies, labeler: deps.labeler }, ctx, requester);
         const rawQuery = rawQueryOf(req);

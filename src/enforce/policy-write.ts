@@ -9,8 +9,7 @@ import { patientsOf } from '../fhir/compartment.ts';
 import { V3_CONFIDENTIALITY } from '../fhir/systems.ts';
 import { forbidden } from '../fhir/outcome.ts';
 import { isHarmDetermination } from '../policy/index.ts';
-import { normaliseReference } from '../policy/references.ts';
-import { relativeReference } from '../provenance/build-context.ts';
+import { localKey, parseReference, referenceKey } from '../fhir/references.ts';
 import { confinedToLaunchPatient } from '../provenance/scopes.ts';
 import type { Exchange } from './exchange.ts';
 import { scopeFor, type WriteKind } from './write.ts';
@@ -43,8 +42,8 @@ function writerReferences(x: Exchange): Set<string> {
 
 /** Memberships compare by `Type/id` wherever the reference points: the cautious direction (more is the writer's). */
 function refersToWriter(writer: ReadonlySet<string>, reference: string | undefined): boolean {
-  const relative = reference ? relativeReference(reference) : undefined;
-  return relative !== undefined && writer.has(relative);
+  const parsed = parseReference(reference);
+  return parsed !== undefined && writer.has(`${parsed.resourceType}/${parsed.id}`);
 }
 
 /** What a membership resource says about the writer: their own entries and the resource's standing. */
@@ -109,8 +108,8 @@ async function probes(x: Exchange, patientId: string, policies: readonly Resourc
   if (everything.status === 200 && everything.resource.resourceType === 'Bundle') for (const e of everything.resource.entry ?? []) if (e.resource) found.push(e.resource);
   const facts = provisionFacts(policies, { labels: new Map(), codes: new Map(), types: new Set(), dates: new Set(), data: new Set() });
   for (const ref of [...facts.data].slice(0, 20)) {
-    const relative = relativeReference(ref);
-    const named = relative ? await read(relative) : undefined;
+    const local = localKey(referenceKey(ref, x.deps.store.localBases));
+    const named = local ? await read(local) : undefined;
     if (named?.status === 200) found.push(named.resource);
   }
   const labels = [undefined, { system: V3_CONFIDENTIALITY, code: 'R' }, { system: V3_CONFIDENTIALITY, code: 'V' }, ...facts.labels.values()];
@@ -146,8 +145,7 @@ function holdsExplicitScope(x: Exchange, resourceType: string, kind: WriteKind):
 /** The author is the writer only as a reference on this server: a namesake elsewhere is someone else (SPEC §3). */
 function authoredByWriter(x: Exchange, flag: Resource): boolean {
   const writer = new Set([x.ctx.fhirUser, x.requester.fhirUser, ...(x.ctx.kinds.has('system') ? [x.ctx.organization] : [])].filter((r): r is string => !!r));
-  const onThisServer = (url: string) => x.deps.upstream.rewriteUpstreamUrl(url) ?? (url.startsWith(`${x.deps.fhirBase}/`) ? url.slice(x.deps.fhirBase.length + 1) : null);
-  const author = normaliseReference((flag as Flag).author?.reference, onThisServer);
+  const author = localKey(referenceKey((flag as Flag).author?.reference, x.deps.store.localBases));
   return author !== undefined && writer.has(author);
 }
 

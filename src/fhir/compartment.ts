@@ -1,9 +1,9 @@
-// Which patients a resource is about, from the R4 Patient CompartmentDefinition (SPEC §5: a resource
-// naming several patients needs every one's permission). Paths are compiled once per type so that
-// deciding a 1,000-entry bundle does not evaluate FHRPath per entry.
+// The R4 Patient CompartmentDefinition (search confinement) and which patients a resource is about
+// (SPEC §5: a resource naming several patients needs every one's permission).
 import { getExpressionForResourceType, getSearchParameter } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
 import { loadFhirDefinitions, patientCompartmentDefinition } from './definitions.ts';
+import { isForeignKey, type LocalBases, parseReference, referenceKey, walkReferences } from './references.ts';
 
 type ElementPath = readonly string[];
 
@@ -66,39 +66,57 @@ export function patientCompartmentParams(resourceType: string): readonly string[
   return compartmentIndex().get(resourceType)?.params ?? [];
 }
 
-const patientReference = /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/;
-
-/** Bare id of the Patient a reference string points at, if it does. */
+/** Bare id of the Patient a reference string points at, if it does (search parameters: the upstream resolves it). */
 export function patientIdOfReference(reference: string | undefined): string | undefined {
-  if (!reference) return undefined;
-  return patientReference.exec(reference)?.[1];
+  const parsed = parseReference(reference);
+  return parsed?.resourceType === 'Patient' ? parsed.id : undefined;
 }
 
-function collect(value: unknown, path: ElementPath, depth: number, into: Set<string>): void {
-  if (value === null || value === undefined) return;
-  if (Array.isArray(value)) {
-    for (const item of value) collect(item, path, depth, into);
-    return;
-  }
-  if (depth === path.length) {
-    const id = patientIdOfReference((value as { reference?: string }).reference);
-    if (id) into.add(id);
-    return;
-  }
-  if (typeof value === 'object') collect((value as Record<string, unknown>)[path[depth]], path, depth + 1, into);
+/** Who a resource is about (SPEC §5): patient ids, patients named only by identifier, and whether one cannot be known. */
+export interface PatientAttribution {
+  readonly ids: readonly string[];
+  /** `system|value` of patients named only by identifier, to be resolved through `Patient?identifier=`. */
+  readonly identifiers: readonly string[];
+  /** A patient reference that names no local patient (another server's, or an identifier without system and value). */
+  readonly unresolvable: boolean;
 }
 
-/** Bare ids of every patient whose compartment the resource is in. */
-export function patientsOf(resource: Resource): string[] {
-  if (resource.resourceType === 'Binary') {
-    // Binary is in no compartment; a Patient security context makes it that patient's data (FHIR R4 Binary).
-    const id = patientIdOfReference(resource.securityContext?.reference);
-    return id ? [id] : [];
-  }
-  const type = compartmentIndex().get(resource.resourceType);
-  if (!type) return [];
+// An untyped identifier names a patient where the element is about the patient (subject, patient); in
+// performer, author … it is most often a practitioner, and a wrong guess would withhold the resource.
+const PATIENT_ELEMENTS: ReadonlySet<string> = new Set(['patient', 'subject']);
+
+/**
+ * SPEC §5: a resource's patients are those the R4 Patient compartment names and any other reference to a
+ * Patient it holds (Device.patient, Group.member.entity …), contained resources included. A Binary's are
+ * its securityContext's. Local references only: a Patient on another server is no local patient.
+ */
+export function attributePatients(resource: Resource, local?: LocalBases): PatientAttribution {
   const ids = new Set<string>();
+  const identifiers = new Set<string>();
+  let unresolvable = false;
   if (resource.resourceType === 'Patient' && resource.id) ids.add(resource.id);
-  for (const path of type.paths) collect(resource, path, 0, ids);
-  return [...ids];
+  walkReferences(resource, (element, property) => {
+    // Only Patient references matter here: skip the parse for every other literal reference.
+    if (element.reference !== undefined && !element.reference.includes('Patient/')) return;
+    const parsed = parseReference(element.reference);
+    if (parsed) {
+      if (parsed.resourceType !== 'Patient') return;
+      const key = referenceKey(element.reference, local);
+      if (key && !isForeignKey(key)) ids.add(parsed.id);
+      else unresolvable = true;
+      return;
+    }
+    if (element.reference !== undefined) return; // contained (`#p`) or urn: the resource carries that patient itself
+    const named = element.type === 'Patient' || (element.type === undefined && PATIENT_ELEMENTS.has(property));
+    if (!named || !element.identifier) return;
+    const { system, value } = element.identifier;
+    if (system && value) identifiers.add(`${system}|${value}`);
+    else unresolvable = true;
+  });
+  return { ids: [...ids], identifiers: [...identifiers], unresolvable };
+}
+
+/** Bare ids of every patient the resource is about (by literal reference; see attributePatients). */
+export function patientsOf(resource: Resource, local?: LocalBases): string[] {
+  return [...attributePatients(resource, local).ids];
 }

@@ -1,5 +1,5 @@
 // The policy store: per-patient policy inputs and requester facts, cached (SPEC §4, §4.6 cache).
 export { PolicyStore, isHarmDetermination, HARM_DETERMINATION_CODE, type PolicyStoreObserver, type PolicyStoreOptions } from './store.ts';
 export { LruMap } from './lru.ts';
-export { consentPatientReference, consentProvisions, normaliseReference, periodIsCurrent } from './references.ts';
+export { consentPatientReference, consentProvisions, periodIsCurrent } from './references.ts';
 export { CompiledPolicyCache, requesterKey, type CompileFunction } from './compiled-cache.ts';

@@ -1,23 +1,7 @@
-// Reading the references the policy inputs depend on, from R4 and R5 shapes alike (SPEC §4.1).
+// Reading the Consent elements the policy inputs depend on, from R4 and R5 shapes alike (SPEC §4.1);
+// references themselves are parsed by src/fhir/references.ts.
 import type { Consent, ConsentProvision, Period } from '@medplum/fhirtypes';
-
-const relativeReference = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
-
-/**
- * `Type/id` for a literal reference — relative, or absolute on the upstream (via `toRelative`);
- * version suffixes dropped. Contained (`#x`), `urn:` and foreign references give undefined.
- */
-export function normaliseReference(reference: string | undefined, toRelative: (url: string) => string | null): string | undefined {
-  if (!reference) return undefined;
-  const candidate = /^[a-z][a-z0-9+.-]*:/i.test(reference) ? toRelative(reference) : reference;
-  if (candidate === null) return undefined;
-  const match = relativeReference.exec(candidate);
-  return match ? `${match[1]}/${match[2]}` : undefined;
-}
-
-export function referenceType(reference: string): string {
-  return reference.slice(0, reference.indexOf('/'));
-}
+import { periodContains } from '../decide/consent-shape.ts';
 
 export function isFhirId(id: string): boolean {
   return /^[A-Za-z0-9\-.]{1,64}$/.test(id);
@@ -46,21 +30,7 @@ export function consentPatientReference(consent: Consent): string | undefined {
   return consent.patient?.reference ?? (consent as { subject?: { reference?: string } }).subject?.reference;
 }
 
-/** A period with no bounds, or bounds around now (dates compared at their own precision's start). */
+/** A period with no bounds, or bounds around now; an unreadable bound is not current (a membership grants nothing). */
 export function periodIsCurrent(period: Period | undefined, nowMs: number): boolean {
-  if (!period) return true;
-  if (period.start && Date.parse(period.start) > nowMs) return false;
-  if (period.end && endOfPrecision(period.end) <= nowMs) return false;
-  return true;
-}
-
-// A partial date end (`2024`, `2024-05`, `2024-05-31`) covers the whole year, month or day.
-function endOfPrecision(value: string): number {
-  const parts = /^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$/.exec(value);
-  if (!parts) return Date.parse(value);
-  const year = Number(parts[1]);
-  if (parts[2] === undefined) return Date.UTC(year + 1, 0, 1);
-  const month = Number(parts[2]);
-  if (parts[3] === undefined) return Date.UTC(year, month, 1);
-  return Date.UTC(year, month - 1, Number(parts[3]) + 1);
+  return periodContains(period, nowMs);
 }

@@ -10,25 +10,19 @@ import type {
   Identifier,
   Patient,
   PractitionerRole,
+  RelatedPerson,
   Resource,
 } from '@medplum/fhirtypes';
 import type { DecisionPolicy } from '../config/policy.ts';
 import type { PatientPolicyInputs, Requester } from '../decide/types.ts';
 import { validatePolicyResource } from '../decide/index.ts';
-import { referencesIn } from '../fhir/references.ts';
+import { isForeignKey, keyType, localBases, type LocalBases, referenceKey, referencesIn, withReferenceKeys } from '../fhir/references.ts';
 import { DG_CODES } from '../fhir/systems.ts';
 import type { ClientKind, RequestContext } from '../provenance/context.ts';
 import type { UpstreamClient } from '../upstream/client.ts';
 import { UpstreamError } from '../upstream/errors.ts';
 import { LruMap } from './lru.ts';
-import {
-  consentPatientReference,
-  consentProvisions,
-  isFhirId,
-  normaliseReference,
-  periodIsCurrent,
-  referenceType,
-} from './references.ts';
+import { consentPatientReference, consentProvisions, isFhirId, periodIsCurrent } from './references.ts';
 
 export interface PolicyStoreObserver {
   onCacheHit?(): void;
@@ -57,12 +51,16 @@ export interface PolicyStoreOptions {
   maxEncounterPages?: number;
   /** How far back each poll looks past the newest change already seen (default 5 s), for late commits. */
   pollOverlapMs?: number;
+  /** The gateway's own FHIR base: absolute references on it (and on the upstream's) are local (SPEC §4.1). */
+  gatewayBase?: string;
 }
 
 export const HARM_DETERMINATION_CODE = 'harm-determination';
 const ACTOR_IDENTIFIER_TYPES = new Set(['Practitioner', 'Organization', 'RelatedPerson', 'PractitionerRole']);
 const CARE_PROVIDER_TYPES = new Set(['Practitioner', 'PractitionerRole']);
 const POLLED_TYPES = ['Consent', 'Flag', 'Group', 'CareTeam'] as const;
+/** Identifiers per `Patient?identifier=` lookup (one URL stays well under common request-line limits). */
+const IDENTIFIER_BATCH = 20;
 
 /** What the store knows about one actor resource (Practitioner, PractitionerRole, Organization …). */
 interface ActorFacts {
@@ -71,6 +69,9 @@ interface ActorFacts {
   /** PractitionerRole.practitioner / .organization. */
   readonly practitioner?: string;
   readonly organization?: string;
+  /** PractitionerRole / RelatedPerson `active` and `period`: the role or relationship grants only while in force (SPEC §4.1). */
+  readonly active?: boolean;
+  readonly period?: PractitionerRole['period'];
 }
 
 interface Cached<T> {
@@ -103,6 +104,8 @@ export class PolicyStore {
   readonly #pollOverlapMs: number;
   readonly #patients: LruMap<string, Cached<PatientPolicyInputs>>;
   readonly #actors: LruMap<string, Cached<ActorFacts>>;
+  /** Patient identifier (`system|value`) → the local patients carrying it, cached with the TTL. */
+  readonly #identified: LruMap<string, Cached<readonly string[]>>;
   readonly #patientFlights = new Map<string, Flight<LoadResult>>();
   readonly #actorFlights = new Map<string, Flight<ActorFacts>>();
   #pollTimer: NodeJS.Timeout | undefined;
@@ -112,6 +115,8 @@ export class PolicyStore {
   readonly #pollCursor = new Map<string, number>();
   /** `Type/id/version` already acted on inside the overlap window. */
   readonly #pollSeen = new Map<string, number>();
+  /** The upstream's and the gateway's bases: absolute references on them are local resources. */
+  readonly localBases: LocalBases;
 
   constructor(opts: PolicyStoreOptions) {
     this.#upstream = opts.upstream;
@@ -125,6 +130,19 @@ export class PolicyStore {
     this.#pollOverlapMs = opts.pollOverlapMs ?? 5000;
     this.#patients = new LruMap(opts.policy.cache.maxPatients);
     this.#actors = new LruMap(opts.policy.cache.maxPatients);
+    this.#identified = new LruMap(opts.policy.cache.maxPatients);
+    this.localBases = localBases(opts.upstream.baseUrl, opts.gatewayBase);
+  }
+
+  /** The comparison key of a reference (local `Type/id`, or another server's absolute URL). */
+  #key(reference: string | undefined): string | undefined {
+    return referenceKey(reference, this.localBases);
+  }
+
+  /** A local key the store may read from the upstream; another server's resources are never fetched. */
+  #localKey(reference: string | undefined): string | undefined {
+    const key = this.#key(reference);
+    return key && !isForeignKey(key) ? key : undefined;
   }
 
   /** Patients currently cached. */
@@ -203,22 +221,24 @@ export class PolicyStore {
 
   /** Every reference under which rules may name the requester (SPEC §4.1 request attributes). */
   async resolveRequester(ctx: RequestContext): Promise<Requester> {
-    const toRelative = (url: string): string | null => this.#upstream.rewriteUpstreamUrl(url);
     const references: string[] = [];
     const add = (ref: string | undefined): void => {
       if (ref && !references.includes(ref)) references.push(ref);
     };
-    const fhirUser = ctx.fhirUser ? (normaliseReference(ctx.fhirUser, toRelative) ?? ctx.fhirUser) : undefined;
-    const organization = ctx.organization ? (normaliseReference(ctx.organization, toRelative) ?? ctx.organization) : undefined;
-    add(fhirUser);
-    add(organization);
-    const userFacts = fhirUser && normaliseReference(fhirUser, toRelative) ? await this.#actorFacts(fhirUser, ctx.requestId) : undefined;
-    if (fhirUser && referenceType(fhirUser) === 'PractitionerRole' && userFacts) {
+    // A foreign fhirUser or organization stays foreign (SPEC §3): never read, never its local namesake.
+    const fhirUser = this.#key(ctx.fhirUser);
+    const localUser = this.#localKey(fhirUser);
+    const userFacts = localUser ? await this.#actorFacts(localUser, ctx.requestId) : undefined;
+    // A representative whose relationship has ended is no longer the RelatedPerson a consent names.
+    const ended = localUser !== undefined && keyType(localUser) === 'RelatedPerson' && userFacts !== undefined && !inForce(userFacts, this.#now());
+    if (!ended) add(fhirUser);
+    add(this.#key(ctx.organization));
+    if (localUser && keyType(localUser) === 'PractitionerRole' && userFacts && inForce(userFacts, this.#now())) {
       add(userFacts.practitioner);
       add(userFacts.organization);
     }
     const identifiers = new Set<string>(userFacts?.identifiers ?? []);
-    const others = references.filter((r) => r !== fhirUser && normaliseReference(r, toRelative) !== undefined);
+    const others = references.filter((r) => r !== fhirUser && !isForeignKey(r));
     for (const facts of await Promise.all(others.map((r) => this.#actorFacts(r, ctx.requestId)))) {
       for (const id of facts.identifiers) identifiers.add(id);
     }
@@ -231,6 +251,36 @@ export class PolicyStore {
       clientKind: narrowestKind(ctx.kinds),
       action: 'access',
     };
+  }
+
+  /**
+   * SPEC §5: patients named only by identifier (`system|value`), resolved in batches through
+   * `Patient?identifier=`; each maps to every local patient carrying it (none → absent: the caller withholds).
+   */
+  async resolvePatientIdentifiers(keys: readonly string[], opts: { requestId?: string } = {}): Promise<Map<string, string[]>> {
+    const found = new Map<string, string[]>();
+    const wanted: string[] = [];
+    for (const key of new Set(keys)) {
+      const cached = this.#identified.get(key);
+      if (cached && this.#fresh(cached)) {
+        if (cached.value.length > 0) found.set(key, [...cached.value]);
+      } else wanted.push(key);
+    }
+    const started = this.#now();
+    for (let i = 0; i < wanted.length; i += IDENTIFIER_BATCH) {
+      const batch = wanted.slice(i, i + IDENTIFIER_BATCH);
+      const query = batch.map((key) => key.replaceAll('\\', '\\\\').replaceAll(',', '\\,')).map(encodeURIComponent).join(',');
+      const result = await this.#upstream.searchAll(`Patient?identifier=${query}&_count=${this.#pageSize}`, { requestId: opts.requestId, maxPages: this.#maxPages });
+      for (const resource of result.resources) {
+        if (resource.resourceType !== 'Patient' || !resource.id) continue;
+        for (const key of identifierKeys(resource.identifier)) {
+          if (!batch.includes(key)) continue;
+          found.set(key, [...(found.get(key) ?? []), resource.id]);
+        }
+      }
+    }
+    if (this.#ttlMs > 0) for (const key of wanted) this.#identified.set(key, { value: found.get(key) ?? [], loadedAt: started, dependsOn: new Set() });
+    return found;
   }
 
   /** Polls the upstream for changes every interval until stopPolling(). */
@@ -312,9 +362,8 @@ export class PolicyStore {
         : resource.resourceType === 'Flag' || resource.resourceType === 'CareTeam'
           ? resource.subject?.reference
           : undefined;
-    const toRelative = (url: string): string | null => this.#upstream.rewriteUpstreamUrl(url);
-    const patientRef = normaliseReference(subject, toRelative);
-    if (patientRef && referenceType(patientRef) === 'Patient') affected.add(patientRef.slice('Patient/'.length));
+    const patientRef = this.#localKey(subject);
+    if (patientRef && keyType(patientRef) === 'Patient') affected.add(patientRef.slice('Patient/'.length));
     for (const [patientId, entry] of this.#patients.entries()) if (entry.dependsOn.has(ref)) affected.add(patientId);
     let dropped = 0;
     for (const patientId of affected) {
@@ -330,8 +379,7 @@ export class PolicyStore {
 
   async #loadPatient(patientId: string, requestId: string | undefined): Promise<LoadResult> {
     const patientRef = `Patient/${patientId}`;
-    const toRelative = (url: string): string | null => this.#upstream.rewriteUpstreamUrl(url);
-    const isThisPatient = (reference: string | undefined): boolean => normaliseReference(reference, toRelative) === patientRef;
+    const isThisPatient = (reference: string | undefined): boolean => this.#key(reference) === patientRef;
     const dependsOn = new Set<string>();
 
     // Flag has no `status` search parameter in R4: active is checked here.
@@ -339,12 +387,13 @@ export class PolicyStore {
       this.#upstream.searchAll(`Consent?patient=${patientRef}&status=active&_count=${this.#pageSize}`, { requestId, maxPages: this.#maxPages }),
       this.#upstream.searchAll(`Flag?patient=${patientRef}&_count=${this.#pageSize}`, { requestId, maxPages: this.#maxPages }),
     ]);
-    const consents = consentSearch.resources.filter(
-      (r): r is Consent => r.resourceType === 'Consent' && r.status === 'active' && isThisPatient(consentPatientReference(r)),
-    );
-    const flags = flagSearch.resources.filter(
-      (r): r is Flag => r.resourceType === 'Flag' && r.status === 'active' && isThisPatient(r.subject?.reference) && isHarmDetermination(r),
-    );
+    // Issue 18: references are keyed as they are loaded, so decide/ sees local keys or explicit foreign ones.
+    const consents = consentSearch.resources
+      .filter((r): r is Consent => r.resourceType === 'Consent' && r.status === 'active' && isThisPatient(consentPatientReference(r)))
+      .map((r) => withReferenceKeys(r, this.localBases));
+    const flags = flagSearch.resources
+      .filter((r): r is Flag => r.resourceType === 'Flag' && r.status === 'active' && isThisPatient(r.subject?.reference) && isHarmDetermination(r))
+      .map((r) => withReferenceKeys(r, this.localBases));
     for (const r of [...consents, ...flags]) if (r.id) dependsOn.add(`${r.resourceType}/${r.id}`);
 
     // Validation costs ~1 ms a resource: done once here, remembered per object for every compile.
@@ -355,11 +404,11 @@ export class PolicyStore {
     for (const consent of consents) {
       for (const provision of consentProvisions(consent)) {
         for (const actor of provision.actor ?? []) {
-          const ref = normaliseReference(actor.reference?.reference, toRelative);
+          const ref = this.#localKey(actor.reference?.reference);
           if (ref) actors.add(ref);
         }
         for (const data of provision.data ?? []) {
-          const ref = normaliseReference(data.reference?.reference, toRelative);
+          const ref = this.#localKey(data.reference?.reference);
           if (ref && data.meaning === 'related') relatedData.add(ref);
         }
       }
@@ -370,7 +419,7 @@ export class PolicyStore {
       [...relatedData].map(async (ref) => {
         dependsOn.add(ref);
         const resource = await this.#readOptional<Resource>(ref, requestId);
-        dataReferences[ref] = resource ? [...referencesIn(resource)].filter((r) => r !== patientRef) : [];
+        dataReferences[ref] = resource ? [...referencesIn(resource, new Set(), this.localBases)].filter((r) => r !== patientRef) : [];
       }),
     );
     const memberships: Record<string, readonly string[]> = {};
@@ -378,7 +427,7 @@ export class PolicyStore {
     const [careRelationships] = await Promise.all([
       flags.length > 0 ? this.#careRelationships(patientId, flags, requestId, dependsOn) : Promise.resolve([]),
       ...[...actors].map(async (ref) => {
-        const type = referenceType(ref);
+        const type = keyType(ref);
         if (type === 'Group' || type === 'CareTeam') {
           dependsOn.add(ref);
           memberships[ref] = await this.#activeMembers(ref, requestId);
@@ -395,24 +444,28 @@ export class PolicyStore {
       identifiers: Object.freeze(sortedRecord(identifiers)),
       careRelationships: Object.freeze(careRelationships),
       dataReferences: Object.freeze(sortedRecord(dataReferences)),
+      localBases: Object.freeze([...this.localBases]),
     });
     return { inputs, dependsOn };
   }
 
-  /** Active members of a Group or CareTeam; one that does not exist has none. */
+  /**
+   * Members of a Group or CareTeam while the membership is in force (SPEC §4.1): a Group that is active and
+   * actual (a definitional Group has no members), members not inactive and current; a CareTeam that is
+   * active and whose period is current. One that does not exist has none.
+   */
   async #activeMembers(ref: string, requestId: string | undefined): Promise<string[]> {
     const resource = await this.#readOptional<Group | CareTeam>(ref, requestId);
     const nowMs = this.#now();
-    const toRelative = (url: string): string | null => this.#upstream.rewriteUpstreamUrl(url);
     const members = new Set<string>();
-    if (resource?.resourceType === 'Group' && resource.active !== false) {
+    if (resource?.resourceType === 'Group' && resource.active !== false && resource.actual === true) {
       for (const member of resource.member ?? []) {
         if (member.inactive === true || !periodIsCurrent(member.period, nowMs)) continue;
-        const memberRef = normaliseReference(member.entity?.reference, toRelative);
+        const memberRef = this.#key(member.entity?.reference);
         if (memberRef) members.add(memberRef);
       }
-    } else if (resource?.resourceType === 'CareTeam' && resource.status === 'active') {
-      for (const member of careTeamMembers(resource, nowMs, toRelative)) members.add(member);
+    } else if (resource?.resourceType === 'CareTeam' && careTeamInForce(resource, nowMs)) {
+      for (const member of careTeamMembers(resource, nowMs, this.localBases)) members.add(member);
     }
     return [...members].sort();
   }
@@ -421,7 +474,6 @@ export class PolicyStore {
   async #careRelationships(patientId: string, flags: readonly Flag[], requestId: string | undefined, dependsOn: Set<string>): Promise<string[]> {
     const patientRef = `Patient/${patientId}`;
     const nowMs = this.#now();
-    const toRelative = (url: string): string | null => this.#upstream.rewriteUpstreamUrl(url);
     const [patient, careTeams, encounters] = await Promise.all([
       this.#readOptional<Patient>(patientRef, requestId),
       this.#upstream.searchAll(`CareTeam?patient=${patientRef}&status=active&_count=${this.#pageSize}`, {
@@ -437,31 +489,33 @@ export class PolicyStore {
     ]);
     const related = new Set<string>();
     for (const gp of patient?.resourceType === 'Patient' ? (patient.generalPractitioner ?? []) : []) {
-      const ref = normaliseReference(gp.reference, toRelative);
+      const ref = this.#key(gp.reference);
       if (ref) related.add(ref);
     }
     for (const team of careTeams.resources) {
-      if (team.resourceType !== 'CareTeam' || team.status !== 'active') continue;
+      if (team.resourceType !== 'CareTeam') continue;
       if (team.id) dependsOn.add(`CareTeam/${team.id}`);
-      for (const member of careTeamMembers(team, nowMs, toRelative)) related.add(member);
+      if (!careTeamInForce(team, nowMs)) continue;
+      for (const member of careTeamMembers(team, nowMs, this.localBases)) related.add(member);
     }
     for (const encounter of encounters.resources as Encounter[]) {
       if (encounter.resourceType !== 'Encounter') continue;
       for (const participant of encounter.participant ?? []) {
-        const ref = normaliseReference(participant.individual?.reference, toRelative);
+        const ref = this.#key(participant.individual?.reference);
         if (ref) related.add(ref);
       }
     }
     // A PractitionerRole stands for its practitioner, both as participant and as the flag's author.
-    const roles = new Set([...related].filter((r) => referenceType(r) === 'PractitionerRole'));
+    const roles = new Set([...related].filter((r) => keyType(r) === 'PractitionerRole' && !isForeignKey(r)));
     for (const flag of flags) {
-      const author = normaliseReference(flag.author?.reference, toRelative);
-      if (author && referenceType(author) === 'PractitionerRole') roles.add(author);
+      const author = this.#localKey(flag.author?.reference);
+      if (author && keyType(author) === 'PractitionerRole') roles.add(author);
     }
-    const roleFacts = await Promise.all([...roles].map(async (role) => [role, await this.#actorFacts(role, requestId)] as const));
+    const roleFacts = (await Promise.all([...roles].map(async (role) => [role, await this.#actorFacts(role, requestId)] as const)))
+      .filter(([, facts]) => inForce(facts, nowMs));
     for (const [role, facts] of roleFacts) if (related.has(role) && facts.practitioner) related.add(facts.practitioner);
     for (const [role, facts] of roleFacts) if (facts.practitioner && related.has(facts.practitioner)) related.add(role);
-    return [...related].filter((r) => CARE_PROVIDER_TYPES.has(referenceType(r))).sort();
+    return [...related].filter((r) => CARE_PROVIDER_TYPES.has(keyType(r))).sort();
   }
 
   /** Identifiers (and a PractitionerRole's practitioner/organization) of an actor, cached with the TTL. */
@@ -471,7 +525,7 @@ export class PolicyStore {
     const inFlight = this.#actorFlights.get(ref);
     if (inFlight) return inFlight.promise;
     const started = this.#now();
-    const promise = this.#readOptional<Resource>(ref, requestId).then((resource) => actorFacts(resource, (url) => this.#upstream.rewriteUpstreamUrl(url)));
+    const promise = this.#readOptional<Resource>(ref, requestId).then((resource) => actorFacts(resource, this.localBases));
     const flight: Flight<ActorFacts> = { promise, stale: false };
     this.#actorFlights.set(ref, flight);
     try {
@@ -488,7 +542,7 @@ export class PolicyStore {
     const { status, resource } = await this.#upstream.readJson<Resource>(ref, { requestId });
     if (status === 404 || status === 410) return undefined;
     if (status !== 200) throw new UpstreamError('bad-status', `upstream answered ${status} to a policy read`, { upstreamStatus: status });
-    if (resource.resourceType !== referenceType(ref)) throw new UpstreamError('bad-body', 'upstream answered another resource type', { upstreamStatus: status });
+    if (resource.resourceType !== keyType(ref)) throw new UpstreamError('bad-body', 'upstream answered another resource type', { upstreamStatus: status });
     return resource as T;
   }
 }
@@ -497,24 +551,46 @@ export function isHarmDetermination(flag: Flag): boolean {
   return (flag.code?.coding ?? []).some((c) => c.system === DG_CODES && c.code === HARM_DETERMINATION_CODE);
 }
 
-function careTeamMembers(team: CareTeam, nowMs: number, toRelative: (url: string) => string | null): string[] {
+// SPEC §4.1: a CareTeam grants membership only while active and within its period.
+function careTeamInForce(team: CareTeam, nowMs: number): boolean {
+  return team.status === 'active' && periodIsCurrent(team.period, nowMs);
+}
+
+function careTeamMembers(team: CareTeam, nowMs: number, local: LocalBases): string[] {
   const members: string[] = [];
   for (const participant of team.participant ?? []) {
     if (!periodIsCurrent(participant.period, nowMs)) continue;
-    const ref = normaliseReference(participant.member?.reference, toRelative);
+    const ref = referenceKey(participant.member?.reference, local);
     if (ref) members.push(ref);
   }
   return members;
 }
 
-function actorFacts(resource: Resource | undefined, toRelative: (url: string) => string | null): ActorFacts {
+// SPEC §4.1: an inactive or expired PractitionerRole stands for neither its practitioner nor its
+// organization; a RelatedPerson whose relationship is inactive or ended represents no one.
+function inForce(facts: ActorFacts, nowMs: number): boolean {
+  return facts.active !== false && periodIsCurrent(facts.period, nowMs);
+}
+
+function actorFacts(resource: Resource | undefined, local: LocalBases): ActorFacts {
   if (!resource) return { found: false, identifiers: [] };
   const identifiers = identifierKeys((resource as { identifier?: Identifier[] }).identifier);
   if (resource.resourceType === 'PractitionerRole') {
     const role = resource as PractitionerRole;
-    const practitioner = normaliseReference(role.practitioner?.reference, toRelative);
-    const organization = normaliseReference(role.organization?.reference, toRelative);
-    return { found: true, identifiers, ...(practitioner ? { practitioner } : {}), ...(organization ? { organization } : {}) };
+    const practitioner = referenceKey(role.practitioner?.reference, local);
+    const organization = referenceKey(role.organization?.reference, local);
+    return {
+      found: true,
+      identifiers,
+      ...(practitioner ? { practitioner } : {}),
+      ...(organization ? { organization } : {}),
+      active: role.active !== false,
+      ...(role.period ? { period: role.period } : {}),
+    };
+  }
+  if (resource.resourceType === 'RelatedPerson') {
+    const person = resource as RelatedPerson;
+    return { found: true, identifiers, active: person.active !== false, ...(person.period ? { period: person.period } : {}) };
   }
   return { found: true, identifiers };
 }

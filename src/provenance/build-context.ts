@@ -1,5 +1,6 @@
 // Verified claims + request headers + policy → the immutable RequestContext every later step reads (SPEC §3).
 import type { DecisionPolicy } from '../config/policy.ts';
+import { keyType, type LocalBases, localKey, referenceKey } from '../fhir/references.ts';
 import { assessBreakGlass } from './break-glass.ts';
 import type { ClientKind, RequestContext, SmartScope } from './context.ts';
 import { InvalidTokenError } from './errors.ts';
@@ -28,14 +29,7 @@ class ImmutableSet<T> extends Set<T> {
 }
 
 const idPattern = /^[A-Za-z0-9\-.]{1,64}$/;
-const referencePattern = /^(?:.*\/)?([A-Z][A-Za-z]{1,63})\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/;
 const fhirUserTypes = new Set(['Patient', 'Practitioner', 'PractitionerRole', 'RelatedPerson', 'Person']);
-
-/** Relative `Type/id` from a relative or absolute reference; undefined when it is not one. */
-export function relativeReference(reference: string): string | undefined {
-  const match = referencePattern.exec(reference.trim());
-  return match ? `${match[1]}/${match[2]}` : undefined;
-}
 
 function optionalString(claims: VerifiedClaims, name: keyof VerifiedClaims): string | undefined {
   const value = claims[name];
@@ -52,25 +46,28 @@ function grantedScopesOf(claims: VerifiedClaims): string[] {
 
 // A claim the rules depend on that cannot be read would silently widen access (a deny naming the
 // actor would no longer match), so it invalidates the token instead of being dropped.
-function normaliseFhirUser(value: string | undefined): string | undefined {
+// SPEC §3: an absolute claim on the upstream's or the gateway's own base is the local resource; on any
+// other server it stays absolute, a foreign actor that never matches its local namesake.
+function normaliseFhirUser(value: string | undefined, local: LocalBases): string | undefined {
   if (value === undefined) return undefined;
-  const reference = relativeReference(value);
-  if (!reference || !fhirUserTypes.has(reference.split('/')[0])) throw new InvalidTokenError('the fhirUser claim is not a reference to a user');
+  const reference = referenceKey(value, local);
+  if (!reference || !fhirUserTypes.has(keyType(reference))) throw new InvalidTokenError('the fhirUser claim is not a reference to a user');
   return reference;
 }
 
-function normaliseOrganization(value: string | undefined): string | undefined {
+function normaliseOrganization(value: string | undefined, local: LocalBases): string | undefined {
   if (value === undefined) return undefined;
-  const reference = relativeReference(value) ?? (idPattern.test(value) ? `Organization/${value}` : undefined);
-  if (!reference?.startsWith('Organization/')) throw new InvalidTokenError('the organization claim is not an Organization reference');
+  const reference = referenceKey(value, local) ?? (idPattern.test(value) ? `Organization/${value}` : undefined);
+  if (!reference || keyType(reference) !== 'Organization') throw new InvalidTokenError('the organization claim is not an Organization reference');
   return reference;
 }
 
-function normalisePatient(value: string | undefined): string | undefined {
+// The launch patient is a local patient: one on another server could only be confused with a namesake.
+function normalisePatient(value: string | undefined, local: LocalBases): string | undefined {
   if (value === undefined) return undefined;
   if (idPattern.test(value)) return value;
-  const reference = relativeReference(value);
-  if (!reference?.startsWith('Patient/')) throw new InvalidTokenError('the patient claim is not a patient id');
+  const reference = localKey(referenceKey(value, local));
+  if (!reference?.startsWith('Patient/')) throw new InvalidTokenError('the patient claim is not a local patient id');
   return reference.slice('Patient/'.length);
 }
 
@@ -89,14 +86,15 @@ export function buildRequestContext(
   claims: VerifiedClaims,
   req: { requestId: string; categoryHeader?: string | string[] },
   policy: DecisionPolicy,
+  local: LocalBases = new Set(),
 ): RequestContext {
   const clientId = optionalString(claims, 'client_id') ?? optionalString(claims, 'azp') ?? optionalString(claims, 'sub');
   if (!clientId) throw new InvalidTokenError('the token names no client');
   const grantedScopes = grantedScopesOf(claims);
   const { scopes, kinds } = parseScopes(grantedScopes.join(' '));
-  const patient = normalisePatient(optionalString(claims, 'patient'));
-  const fhirUser = normaliseFhirUser(optionalString(claims, 'fhirUser'));
-  const organization = normaliseOrganization(optionalString(claims, 'organization'));
+  const patient = normalisePatient(optionalString(claims, 'patient'), local);
+  const fhirUser = normaliseFhirUser(optionalString(claims, 'fhirUser'), local);
+  const organization = normaliseOrganization(optionalString(claims, 'organization'), local);
 
   const purposeInputs = { claims, clientId, kinds, patient, fhirUser };
   let purpose = resolvePurposeOfUse(purposeInputs, policy);

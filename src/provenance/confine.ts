@@ -51,8 +51,8 @@ function hasSearchParameter(resourceType: string, name: string): boolean {
 function patientNamingParams(resourceType: string | undefined): ReadonlySet<string> {
   if (resourceType === undefined) return new Set(['patient', 'subject']);
   if (resourceType === 'Patient') return new Set(['_id', 'identifier', 'link']);
-  if (!isPatientCompartmentType(resourceType)) return new Set();
   const names = new Set(compartmentParams(resourceType));
+  // SPEC §5: Device.patient and the like name a patient outside the compartment too.
   for (const name of ['patient', 'subject']) if (hasSearchParameter(resourceType, name)) names.add(name);
   return names;
 }
@@ -186,9 +186,11 @@ export function confineSearch(ctx: RequestContext, policy: DecisionPolicy, req: 
   return new URLSearchParams(req.params);
 }
 
-/** For reads: a confined token may see a Patient-compartment resource only if it is in the launch patient's compartment. */
+/** For reads: a confined token may see a resource about patients only if the launch patient is one of them. */
 export function withinPatientContext(ctx: RequestContext, resource: Resource): boolean {
   if (!confinedToLaunchPatient(ctx)) return true;
-  if (!isPatientCompartmentType(resource.resourceType)) return true;
-  return ctx.patient !== undefined && patientsOf(resource).includes(ctx.patient);
+  // SPEC §5: data about a patient is confined as theirs whatever its type (Device.patient, Group.member …).
+  const patients = patientsOf(resource);
+  if (patients.length === 0) return !isPatientCompartmentType(resource.resourceType);
+  return ctx.patient !== undefined && patients.includes(ctx.patient);
 }

@@ -30,9 +30,9 @@ export interface RequestContext {
   readonly kinds: ReadonlySet<ClientKind>;
   /** Launch-context patient id (bare id) when the token has one. */
   readonly patient?: string;
-  /** fhirUser as a relative reference, e.g. `Practitioner/dr-a`. */
+  /** fhirUser as a reference key: `Practitioner/dr-a`, or absolute when on another server (SPEC §3). */
   readonly fhirUser?: string;
-  /** Requester's organization as a relative reference. */
+  /** Requester's organization as a reference key (absolute when on another server, SPEC §3). */
   readonly organization?: string;
   /** v3-ActReason codes; includes BTG while break-the-glass is in effect. */
   readonly purposeOfUse: readonly string[];

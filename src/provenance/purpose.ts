@@ -1,6 +1,7 @@
 // Purpose of use (SPEC §3): IHE IUA extension, else the `purpose_of_use` claim, else what the token
 // implies (the patient themself → PATRQT, a RelatedPerson → FAMRQT), else the policy default.
 import type { DecisionPolicy } from '../config/policy.ts';
+import { keyType } from '../fhir/references.ts';
 import { canonicalSystem, V3_ACT_REASON } from '../fhir/systems.ts';
 import type { ClientKind, RequestContext } from './context.ts';
 import { MissingPurposeOfUseError } from './errors.ts';
@@ -18,7 +19,7 @@ export interface PurposeInputs {
   readonly kinds: ReadonlySet<ClientKind>;
   /** Bare launch-context patient id. */
   readonly patient?: string;
-  /** fhirUser as a relative reference. */
+  /** fhirUser as a reference key (`Type/id`, absolute when on another server). */
   readonly fhirUser?: string;
   /** Codes to disregard wherever they appear (BTG asked for without the break-glass scope). */
   readonly ignore?: ReadonlySet<string>;
@@ -69,7 +70,7 @@ export function resolvePurposeOfUse(inputs: PurposeInputs, policy: DecisionPolic
   if (inputs.patient && inputs.kinds.has('patient') && inputs.fhirUser === `Patient/${inputs.patient}`) {
     return { codes: ['PATRQT'], source: 'implied' };
   }
-  if (inputs.fhirUser?.startsWith('RelatedPerson/')) return { codes: ['FAMRQT'], source: 'implied' };
+  if (inputs.fhirUser && keyType(inputs.fhirUser) === 'RelatedPerson') return { codes: ['FAMRQT'], source: 'implied' };
   const fallback = policyDefault(policy, inputs.clientId, inputs.kinds);
   if (fallback) return { codes: [fallback], source: 'policy-default' };
   throw new MissingPurposeOfUseError();

@@ -196,6 +196,41 @@ describe('loading a patient’s policy inputs (SPEC §4)', () => {
   });
 });
 
+// Issue 18: decide/ sees only local keys or explicit foreign ones.
+describe('references are keyed as the store loads them', () => {
+  const irc = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType', code: 'IRCP' }] };
+  test('an actor on the upstream’s base becomes local; one on another server stays whole and is not read', async () => {
+    await upstream.update({ resourceType: 'Patient', id: 'p-keyed' });
+    await upstream.update(
+      consent('c-keyed', 'p-keyed', {
+        provision: {
+          type: 'permit',
+          actor: [
+            { role: irc, reference: { reference: `${upstream.baseUrl}/Practitioner/dr-a/_history/1` } },
+            { role: irc, reference: { reference: 'https://other.example/fhir/Group/btg-users' } },
+          ],
+        },
+      }),
+    );
+    let inputs: Awaited<ReturnType<PolicyStore['load']>> | undefined;
+    const seen = await requestsDuring(async () => (inputs = await newStore().load('p-keyed')));
+    assert.deepEqual(inputs?.consents[0].provision?.actor?.map((a) => a.reference?.reference), ['Practitioner/dr-a', 'https://other.example/fhir/Group/btg-users']);
+    assert.deepEqual(inputs?.memberships, {}, 'the foreign Group is not taken for the local one');
+    assert.ok(!seen.some((r) => r.includes('Group/')), 'nothing of another server is asked of the upstream');
+  });
+
+  // SPEC §5 (issue 17 item 7): identifiers are looked up together, one search per batch.
+  test('patient identifiers resolve in one batched search; an unknown one resolves to nothing', async () => {
+    await upstream.update({ resourceType: 'Patient', id: 'p-mrn', identifier: [{ system: 'urn:mrn', value: 'a,1' }, { system: 'urn:mrn', value: 'b' }] });
+    const store = newStore();
+    let found: Map<string, string[]> | undefined;
+    const seen = await requestsDuring(async () => (found = await store.resolvePatientIdentifiers(['urn:mrn|a,1', 'urn:mrn|b', 'urn:mrn|none'])));
+    assert.deepEqual(Object.fromEntries(found ?? []), { 'urn:mrn|a,1': ['p-mrn'], 'urn:mrn|b': ['p-mrn'] });
+    assert.equal(seen.length, 1);
+    assert.deepEqual(await requestsDuring(() => store.resolvePatientIdentifiers(['urn:mrn|b', 'urn:mrn|none'])), [], 'cached within the TTL, misses too');
+  });
+});
+
 describe('cache (SPEC §4.6 cache, §5 invalidation)', () => {
   test('a cache hit makes no upstream request', async () => {
     let hits = 0;
@@ -384,6 +419,40 @@ describe('requester resolution (SPEC §4.1 actor)', () => {
       assert.deepEqual(requester, { ...c.expected, action: 'access' });
     });
   }
+
+  // SPEC §3/§4.1 (issue 17 item 3): another server's actor is kept whole and never read from the upstream.
+  test('a foreign fhirUser and organization stay foreign and are not read upstream', async () => {
+    const ctx = context({ fhirUser: 'https://other.example/fhir/Practitioner/dr-a', organization: 'https://other.example/fhir/Organization/hospital', kinds: ['user'] });
+    let requester: Awaited<ReturnType<PolicyStore['resolveRequester']>> | undefined;
+    const seen = await requestsDuring(async () => (requester = await newStore().resolveRequester(ctx)));
+    assert.deepEqual(requester?.references, ['https://other.example/fhir/Practitioner/dr-a', 'https://other.example/fhir/Organization/hospital']);
+    assert.deepEqual(requester?.identifiers, []);
+    assert.deepEqual(seen, []);
+  });
+
+  // SPEC §4.1 (issue 17 item 4): a role out of force stands for neither its practitioner nor its organization.
+  test('an inactive or expired PractitionerRole adds nothing; an active one does', async () => {
+    await upstream.update({ resourceType: 'PractitionerRole', id: 'role-off', active: false, practitioner: { reference: 'Practitioner/dr-c' }, organization: { reference: 'Organization/hospital' } });
+    await upstream.update({ resourceType: 'PractitionerRole', id: 'role-past', period: { end: '2020-01-01' }, practitioner: { reference: 'Practitioner/dr-c' }, organization: { reference: 'Organization/hospital' } });
+    for (const role of ['role-off', 'role-past']) {
+      const requester = await newStore().resolveRequester(context({ fhirUser: `PractitionerRole/${role}`, kinds: ['user'] }));
+      assert.deepEqual(requester.references, [`PractitionerRole/${role}`], role);
+    }
+    const active = await newStore().resolveRequester(context({ fhirUser: 'PractitionerRole/role-c', kinds: ['user'] }));
+    assert.ok(active.references.includes('Organization/hospital'));
+  });
+
+  test('a RelatedPerson whose relationship is inactive or ended is not among the references', async () => {
+    await upstream.update({ resourceType: 'RelatedPerson', id: 'rp-off', active: false, patient: { reference: 'Patient/p1' } });
+    await upstream.update({ resourceType: 'RelatedPerson', id: 'rp-past', period: { end: '2020-01-01' }, patient: { reference: 'Patient/p1' } });
+    for (const id of ['rp-off', 'rp-past']) {
+      const requester = await newStore().resolveRequester(context({ fhirUser: `RelatedPerson/${id}`, kinds: ['user'], purposeOfUse: ['FAMRQT'] }));
+      assert.equal(requester.fhirUser, `RelatedPerson/${id}`, 'still a representative for harm determinations');
+      assert.deepEqual(requester.references, [], id);
+    }
+    const current = await newStore().resolveRequester(context({ fhirUser: 'RelatedPerson/guardian', kinds: ['user'], purposeOfUse: ['FAMRQT'] }));
+    assert.deepEqual(current.references, ['RelatedPerson/guardian']);
+  });
 
   test('requester facts are cached: the second resolution asks nothing', async () => {
     const store = newStore();

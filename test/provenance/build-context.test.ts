@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { defaultPolicy } from '../../src/config/policy.ts';
 import { V3_ACT_REASON } from '../../src/fhir/systems.ts';
-import { buildRequestContext, relativeReference } from '../../src/provenance/build-context.ts';
+import { localBases } from '../../src/fhir/references.ts';
+import { buildRequestContext } from '../../src/provenance/build-context.ts';
 import { InvalidTokenError, MissingPurposeOfUseError } from '../../src/provenance/errors.ts';
 import type { VerifiedClaims } from '../../src/provenance/verify-token.ts';
 
@@ -25,6 +26,7 @@ describe('buildRequestContext', () => {
       },
       req,
       defaultPolicy,
+      localBases('https://fhir.example.org/fhir/'),
     );
     assert.equal(ctx.requestId, 'req-1');
     assert.equal(ctx.clientId, 'app-from-azp');
@@ -119,13 +121,36 @@ describe('buildRequestContext', () => {
   });
 });
 
-describe('relativeReference', () => {
-  const table: [string, string | undefined][] = [
-    ['Practitioner/dr-a', 'Practitioner/dr-a'],
-    ['https://x.org/fhir/Practitioner/dr-a', 'Practitioner/dr-a'],
-    ['https://x.org/fhir/Patient/p1/_history/2', 'Patient/p1'],
-    ['dr-a', undefined],
-    ['Practitioner/', undefined],
+// Issue 17 item 3 (SPEC §3): an absolute fhirUser or organization is local only on the upstream's or the
+// gateway's own base; on another server it stays absolute and never collapses to the local namesake.
+describe('fhirUser and organization claims on another server', () => {
+  const local = localBases('http://upstream.test/fhir', 'https://gateway.test/fhir');
+  const claims = (fhirUser: string, organization?: string): VerifiedClaims => ({
+    client_id: 'ehr',
+    scope: 'user/*.rs',
+    purpose_of_use: 'TREAT',
+    fhirUser,
+    ...(organization ? { organization } : {}),
+  });
+  const table: { name: string; fhirUser: string; organization?: string; expectUser: string; expectOrg?: string }[] = [
+    { name: 'control: relative stays relative', fhirUser: 'Practitioner/dr-a', expectUser: 'Practitioner/dr-a' },
+    { name: 'control: the upstream base is local', fhirUser: 'http://upstream.test/fhir/Practitioner/dr-a', expectUser: 'Practitioner/dr-a' },
+    { name: 'control: the gateway base is local (any case, trailing slash, default port)', fhirUser: 'HTTPS://Gateway.test:443/fhir/Practitioner/dr-a/_history/2', organization: 'https://gateway.test/fhir/Organization/h1', expectUser: 'Practitioner/dr-a', expectOrg: 'Organization/h1' },
+    { name: 'attack: another server keeps its base', fhirUser: 'https://other.example/fhir/Practitioner/dr-a', expectUser: 'https://other.example/fhir/Practitioner/dr-a' },
+    { name: 'attack: a longer path on the upstream host is another server', fhirUser: 'http://upstream.test/fhir/other/Practitioner/dr-a', expectUser: 'http://upstream.test/fhir/other/Practitioner/dr-a' },
+    { name: 'attack: a foreign organization keeps its base', fhirUser: 'Practitioner/dr-a', organization: 'https://other.example/fhir/Organization/h1', expectUser: 'Practitioner/dr-a', expectOrg: 'https://other.example/fhir/Organization/h1' },
   ];
-  for (const [input, expected] of table) test(input, () => assert.equal(relativeReference(input), expected));
+  for (const row of table) {
+    test(row.name, () => {
+      const ctx = buildRequestContext(claims(row.fhirUser, row.organization), req, defaultPolicy, local);
+      assert.equal(ctx.fhirUser, row.expectUser);
+      assert.equal(ctx.organization, row.expectOrg);
+    });
+  }
+  test('a launch patient on another server is refused, not taken for the local namesake', () => {
+    assert.throws(
+      () => buildRequestContext({ client_id: 'a', scope: 'patient/*.rs', patient: 'https://other.example/fhir/Patient/p1' }, req, defaultPolicy, local),
+      InvalidTokenError,
+    );
+  });
 });

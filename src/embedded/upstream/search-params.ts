@@ -18,6 +18,7 @@ import {
   type SortRule,
 } from '@medplum/core';
 import type { Resource, SearchParameter } from '@medplum/fhirtypes';
+import { parseReference } from '../../fhir/references.ts';
 
 interface Narrowed {
   readonly original: string;
@@ -76,11 +77,10 @@ export function referencesOf(resource: Resource, atom: FhirPathAtom): string[] {
   return convertToSearchableReferences(evalFhirPathTyped(atom, [toTypedValue(resource)]));
 }
 
-const relativeReference = /^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}$/;
-
 /** True when a reference search value is a relative `Type/id` (what the reference indexes hold). */
 export function isRelativeReference(value: string): boolean {
-  return relativeReference.test(value);
+  const parsed = parseReference(value);
+  return parsed !== undefined && parsed.base === undefined && parsed.version === undefined;
 }
 
 /**
