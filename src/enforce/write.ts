@@ -4,7 +4,7 @@
 // (every check) before anything is sent, so a transaction can send its planned writes as one.
 import type { Resource } from '@medplum/fhirtypes';
 import { applyPatch, type Operation } from '@medplum/core';
-import { patientsOf } from '../fhir/compartment.ts';
+import { attributePatients, patientsOf } from '../fhir/compartment.ts';
 import { badRequest, forbidden, GatewayError, notFound, resourceBody } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
 import { confinedToLaunchPatient, mayConcernPatient, resourceMatchesScopes } from '../provenance/scopes.ts';
@@ -44,8 +44,9 @@ function parseBody(body: Buffer | undefined, resourceType: string, id?: string):
 /** A token confined to its launch patient writes only inside that patient's compartment, whatever its other scopes. */
 function confineWrite(x: Exchange, resource: Resource | undefined): void {
   if (!confinedToLaunchPatient(x.ctx) || !resource) return;
-  const patients = patientsOf(resource);
-  if (patients.length === 0 || patients.some((p) => !mayConcernPatient(x.ctx, p))) throw forbidden();
+  // A patient named only by identifier, or on another server, cannot be shown to be the launch patient.
+  const { ids, identifiers, unresolvable } = attributePatients(resource, x.deps.store.localBases);
+  if (ids.length === 0 || identifiers.length > 0 || unresolvable || ids.some((p) => !mayConcernPatient(x.ctx, p))) throw forbidden();
 }
 
 /** Conditional in any spelling: no id, criteria in the query, or a header that tests stored data. */

@@ -200,6 +200,16 @@ describe('issue 17 write findings: attack refused, legitimate write works', () =
     assert.equal((await stored<Observation>('Observation/o-p3'))?.valueString, 'own note');
   });
 
+  test('14: a patient app cannot write a record naming another patient by identifier or on another server; its own passes', async () => {
+    const t = await ptApp(PLAIN);
+    const create = (focus?: unknown) => h.request('Observation', { token: t, ...json('POST', { resourceType: 'Observation', status: 'final', code: { text: 'note' }, subject: { reference: `Patient/${PLAIN}` }, ...(focus ? { focus: [focus] } : {}) }) });
+    // Its own patient as subject, and a second patient the confinement cannot check beside it.
+    assert.equal((await create({ type: 'Patient', identifier: { system: 'urn:mrn', value: 'someone-else' } })).status, 403);
+    assert.equal((await create({ reference: `https://other.example/fhir/Patient/${OTHER}` })).status, 403);
+    const own = await create();
+    assert.equal(own.status, 201, own.text);
+  });
+
   test('12: conditional writes in any spelling are refused, inside a transaction too; system/ clients may', async () => {
     const t = await drA('user/Observation.cud');
     const tx = (entry: Bundle['entry']) => h.request('', { token: t, ...json('POST', { resourceType: 'Bundle', type: 'transaction', entry }) });
