@@ -2,7 +2,7 @@
 // the R4 base, and validation of an AuditEvent against every BALP profile it claims with @medplum/core.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { evalFhirPathTyped, OperationOutcomeError, toTypedValue, tryGetDataType, validateResource } from '@medplum/core';
+import { deepEquals, evalFhirPathTyped, OperationOutcomeError, toTypedValue, tryGetDataType, validateResource, type TypedValue } from '@medplum/core';
 import type { AuditEvent, ElementDefinition, Resource, StructureDefinition, ValueSet } from '@medplum/fhirtypes';
 import { loadFhirDefinitions } from '../../src/fhir/definitions.ts';
 
@@ -183,10 +183,24 @@ function memberProblems(event: AuditEvent, member: unknown, slice: ElementDefini
     // The member typed as the resource's schema types it (so that `who` is a Reference on both sides of `=`).
     const resource = toTypedValue(event);
     const typed = evalFhirPathTyped(slice.path as string, [resource]).find((t) => t.value === member) ?? toTypedValue(member);
-    const ok = evalFhirPathTyped(c.expression, [typed], { '%resource': resource });
-    if (!ok.some((r) => r.value === true)) problems.push(`${slice.id}: ${c.key} failed (${c.human})`);
+    if (!invariantHolds(c.expression, typed, resource)) problems.push(`${slice.id}: ${c.key} failed (${c.human})`);
   }
   return problems;
+}
+
+// @medplum/core 5.2.13 compares complex values under `=` with their evaluation paths, so `$this.who =
+// %resource.source.observer` is false for equal References (test/embedded/medplum5-gaps.test.ts pins it).
+// FHIRPath `=` on complex types compares their properties: a lone `A = B` is evaluated side by side.
+const lonePropertyEquality = /^\s*([$%A-Za-z][\w.$%]*)\s*=\s*([$%A-Za-z][\w.$%]*)\s*$/;
+
+function invariantHolds(expression: string, focus: TypedValue, resource: TypedValue): boolean {
+  const variables = { '%resource': resource };
+  const equality = lonePropertyEquality.exec(expression);
+  if (equality) {
+    const [left, right] = [equality[1], equality[2]].map((side) => evalFhirPathTyped(side, [focus], variables));
+    if (left.length === 1 && right.length === 1 && typeof left[0].value === 'object' && typeof right[0].value === 'object') return deepEquals(left[0].value, right[0].value);
+  }
+  return evalFhirPathTyped(expression, [focus], variables).some((r) => r.value === true);
 }
 
 function sliceProblems(event: AuditEvent, sd: StructureDefinition): string[] {

