@@ -11,6 +11,7 @@ import { withinPatientContext } from '../provenance/confine.ts';
 import { holdsAuditEventScope, mayConcernPatient, parseScopes } from '../provenance/scopes.ts';
 import { DisclosureSession } from './disclose.ts';
 import type { Exchange, Reply } from './exchange.ts';
+import { exportKickOff } from './export.ts';
 import { confineInstance, everything } from './interactions.ts';
 
 /** Explain and status are for administrators and auditors (SPEC §7). */
@@ -156,6 +157,7 @@ async function allowedOperation(x: Exchange, method: string, name: string, resou
 export async function operation(x: Exchange, method: string, name: string, resourceType?: string, id?: string): Promise<Reply> {
   if (name === '$everything' && resourceType === 'Patient' && id && (method === 'GET' || method === 'HEAD')) return everything(x, id, x.query);
   if (name === '$disclosure-decision' && !resourceType && method === 'POST') return explain(x);
+  if (name === '$export') return exportKickOff(x, method, resourceType, id);
   if (name === '$consent-enforcement-status' && id && (resourceType === 'Consent' || resourceType === 'Patient') && method === 'GET') {
     return consentEnforcementStatus(x, resourceType, id);
   }
