@@ -31,6 +31,8 @@ interface ExportFile {
 const handleLifetimeSeconds = 24 * 60 * 60;
 /** Lines decided together: one policy load for their patients, one write. */
 const linesPerBatch = 500;
+/** Lines one session decides before a fresh one: bounds the compiled policies held (memory flat). */
+const linesPerSession = 20_000;
 /** A longer line is not an NDJSON resource the gateway will hold in memory. */
 const maxLineChars = 16 * 1024 * 1024;
 const ndjsonType = 'application/fhir+ndjson';
@@ -246,10 +248,32 @@ class FileAccount {
   }
 }
 
-/** Decides a batch of lines (one policy load for their patients) and returns the released ones as NDJSON. */
-async function decideBatch(x: Exchange, now: Date, resources: Resource[], account: FileAccount): Promise<string> {
-  // A session per batch keeps memory flat; policies come from the store's and the compiled cache.
-  const session = new DisclosureSession({ policies: x.deps.store, policy: x.deps.policy, now, compiledPolicies: x.deps.compiledPolicies }, x.ctx, x.requester);
+/**
+ * Sessions that decide a file: one decides many batches (its compiled policies reused), and is replaced after
+ * `linesPerSession` lines or the policy cache's lifetime, so memory stays flat and policy changes are seen.
+ */
+class FileSessions {
+  private session?: DisclosureSession;
+  private lines = 0;
+  private startedAt = 0;
+
+  constructor(private readonly x: Exchange) {}
+
+  for(lines: number): DisclosureSession {
+    const { deps, ctx, requester } = this.x;
+    if (!this.session || this.lines >= linesPerSession || Date.now() - this.startedAt > deps.policy.cache.ttlSeconds * 1000) {
+      this.session = new DisclosureSession({ policies: deps.store, policy: deps.policy, now: deps.now(), compiledPolicies: deps.compiledPolicies }, ctx, requester);
+      this.lines = 0;
+      this.startedAt = Date.now();
+    }
+    this.lines += lines;
+    return this.session;
+  }
+}
+
+/** Decides a batch of lines (one policy load for their new patients) and returns the released ones as NDJSON. */
+async function decideBatch(sessions: FileSessions, resources: Resource[], account: FileAccount): Promise<string> {
+  const session = sessions.for(resources.length);
   await session.prepare(resources);
   let out = '';
   for (const resource of resources) {
@@ -274,16 +298,16 @@ function written(out: Writable, chunk: string): Promise<void> {
 
 async function decideLines(x: Exchange, type: string, body: AsyncIterable<Buffer> & { destroy(): void }, out: Writable, finish: (bulk: BulkDisclosure, failure?: string) => Promise<void>): Promise<void> {
   const account = new FileAccount(type);
-  const now = x.deps.now();
+  const sessions = new FileSessions(x);
   let batch: Resource[] = [];
   try {
     for await (const lines of ndjsonLines(body)) {
       for (const line of lines) if (line.trim() !== '') batch.push(parseLine(line));
       if (batch.length < linesPerBatch) continue;
-      await written(out, await decideBatch(x, now, batch, account));
+      await written(out, await decideBatch(sessions, batch, account));
       batch = [];
     }
-    if (batch.length > 0) await written(out, await decideBatch(x, now, batch, account));
+    if (batch.length > 0) await written(out, await decideBatch(sessions, batch, account));
   } catch {
     // What already left is audited; the rest is never sent, and the broken response tells the client to retry.
     body.destroy();
