@@ -212,8 +212,12 @@ describe('Bulk Data $export through the gateway', () => {
     const proxy: FaultProxy = await startFaultProxy(h.upstream.url);
     const gateway = await startHarness({ upstream: { ...h.upstream, url: proxy.url } });
     try {
+      // A file long enough that decided lines have left before the upstream breaks off.
+      await h.put(patient('p5'));
+      await h.put({ resourceType: 'Group', id: 'g-long', type: 'person', actual: true, member: [{ entity: { reference: 'Patient/p5' } }] } as Group);
+      for (let i = 0; i < 1600; i++) await h.put(observation(`o-p5-${i}`, 'p5'));
       const token = await gateway.token(engine);
-      const manifest = await manifestOf(client(gateway, token), 'Group/g1', 'Observation');
+      const manifest = await manifestOf(client(gateway, token), 'Group/g-long', 'Observation');
       await proxy.set('reset-mid-body', { only: /\$export-file/ });
       // Either the response breaks off (before or after its headers) or it is a 5xx: never a complete 200.
       const body = await fetch(manifest.output[0].url, { headers: { authorization: `Bearer ${token}`, accept: 'application/fhir+ndjson' } }).then(
@@ -224,6 +228,8 @@ describe('Bulk Data $export through the gateway', () => {
       assert.equal(proxy.faulted, 1);
       const failure = (await auditEvents(gateway)).find((e) => e.outcome === '8' && e.entity?.some((x) => x.detail?.some((d) => d.type === 'file-type')));
       assert.ok(failure, 'the broken download is audited as failed, with what had left');
+      const released = Number(failure.entity?.find((x) => x.what?.reference === 'Patient/p5')?.detail?.find((d) => d.type === 'released')?.valueString ?? 0);
+      assert.ok(released > 0 && released < 1600, `some decided lines left before the break (${released}), never the whole file`);
     } finally {
       await gateway.close();
       await proxy.close();
