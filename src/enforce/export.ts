@@ -12,7 +12,7 @@ import { badRequest, forbidden, GatewayError, notFound, operationOutcome, resour
 import { loadFhirDefinitions } from '../fhir/definitions.ts';
 import { allows, holdsAuditEventScope } from '../provenance/scopes.ts';
 import { originRequestTarget, parseUpstreamBase, type UpstreamResponse } from '../upstream/index.ts';
-import { DisclosureSession, type Verdict } from './disclose.ts';
+import { DisclosureSession, type PolicySource, type Verdict } from './disclose.ts';
 import type { Exchange, Reply, StreamedBody } from './exchange.ts';
 
 /** What a job URL seals: the upstream status URL (absolute) and the kick-off as the client sent it (gateway-relative). */
@@ -33,6 +33,8 @@ const handleLifetimeSeconds = 24 * 60 * 60;
 const linesPerBatch = 500;
 /** Lines one session decides before a fresh one: bounds the compiled policies held (memory flat). */
 const linesPerSession = 20_000;
+/** Patients whose policies load at once: the upstream client's pool holds 16 connections. */
+const policyLoadConcurrency = 16;
 /** A longer line is not an NDJSON resource the gateway will hold in memory. */
 const maxLineChars = 16 * 1024 * 1024;
 const ndjsonType = 'application/fhir+ndjson';
@@ -257,12 +259,17 @@ class FileSessions {
   private lines = 0;
   private startedAt = 0;
 
-  constructor(private readonly x: Exchange) {}
+  /** A batch names hundreds of new patients at first: their policies load as wide as the upstream pool allows. */
+  private readonly policies: PolicySource;
+
+  constructor(private readonly x: Exchange) {
+    this.policies = { loadMany: (ids, opts) => x.deps.store.loadMany(ids, { ...opts, concurrency: policyLoadConcurrency }) };
+  }
 
   for(lines: number): DisclosureSession {
     const { deps, ctx, requester } = this.x;
     if (!this.session || this.lines >= linesPerSession || Date.now() - this.startedAt > deps.policy.cache.ttlSeconds * 1000) {
-      this.session = new DisclosureSession({ policies: deps.store, policy: deps.policy, now: deps.now(), compiledPolicies: deps.compiledPolicies }, ctx, requester);
+      this.session = new DisclosureSession({ policies: this.policies, policy: deps.policy, now: deps.now(), compiledPolicies: deps.compiledPolicies }, ctx, requester);
       this.lines = 0;
       this.startedAt = Date.now();
     }

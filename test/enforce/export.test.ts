@@ -141,6 +141,21 @@ describe('Bulk Data $export through the gateway', () => {
     assert.deepEqual([...new Set(manifest.output.map((o) => o.type))].sort(), ['Group', 'Observation', 'Patient'], 'no Consent file');
   });
 
+  test('a POSTed Parameters kick-off is honoured, and audited as one event naming no patient (system level)', async () => {
+    const token = await h.token(engine);
+    const body = { resourceType: 'Parameters', parameter: [{ name: '_type', valueString: 'Group' }] };
+    const start = await h.request('$export', { token, method: 'POST', body, headers: { prefer: 'respond-async' } });
+    assert.equal(start.status, 202);
+    const requestId = start.headers.get('x-request-id');
+    const kickOffEvents = (await auditEvents(h)).filter((e) => e.entity?.some((x) => x.what?.identifier?.value === requestId));
+    assert.equal(kickOffEvents.length, 1, 'one AuditEvent for the kick-off');
+    assert.ok(!kickOffEvents[0].entity?.some((x) => x.what?.reference?.startsWith('Patient/')), 'a system-level kick-off names no patient');
+    const status = start.headers.get('content-location') ?? '';
+    let poll = await h.request(status, { token });
+    while (poll.status === 202) poll = await h.request(status, { token });
+    assert.deepEqual(poll.body.output.map((o: { type: string }) => o.type), ['Group']);
+  });
+
   const refusals: { name: string; claims: Record<string, unknown>; path: string; status: number }[] = [
     { name: 'a patient/ token', claims: { sub: 'p1', client_id: 'app', patient: 'p1', fhirUser: 'Patient/p1', scope: 'patient/*.rs' }, path: 'Patient/$export', status: 403 },
     { name: 'a user/ token', claims: { sub: 'dr', client_id: 'app', fhirUser: 'Practitioner/dr', scope: 'user/*.rs', extensions: pou('TREAT') }, path: '$export', status: 403 },
