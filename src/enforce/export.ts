@@ -174,7 +174,7 @@ export async function exportStatus(x: Exchange, method: string, handle: string):
     return { status: 202, body: operationOutcome('informational', 'export cancelled', 'information') };
   }
   if (method !== 'GET') throw forbidden();
-  const response = await x.deps.upstream.request({ method: 'GET', path: job.status, onOrigin: true, requestId: x.ctx.requestId, strict: true, expectJson: true });
+  const response = await x.deps.upstream.request({ method: 'GET', path: job.status, onOrigin: true, requestId: x.ctx.requestId, strict: true });
   if (response.status === 202) {
     const retryAfter = response.headers['retry-after'];
     return { status: 202, headers: { 'X-Progress': progressOf(response.headers['x-progress']), ...(retryAfter && /^\d{1,5}$/.test(retryAfter) ? { 'Retry-After': retryAfter } : {}) } };
@@ -292,6 +292,8 @@ async function decideBatch(sessions: FileSessions, resources: Resource[], accoun
 }
 
 function written(out: Writable, chunk: string): Promise<void> {
+  // A client that went away stops the download: the upstream is not read on for nobody.
+  if (out.destroyed || out.writableEnded) return Promise.reject(new Error('the client went away'));
   if (out.write(chunk)) return Promise.resolve();
   return new Promise((ok, fail) => {
     const gone = () => fail(new Error('the client went away'));
@@ -340,6 +342,7 @@ export async function sendDecidedStream(
 ): Promise<void> {
   for (const [name, value] of Object.entries(reply.headers ?? {})) res.setHeader(name, value);
   res.status(reply.status);
+  res.on('error', () => undefined); // a client that hangs up mid-file is handled by the writer, not the process
   try {
     await stream(res, audit);
   } catch {
