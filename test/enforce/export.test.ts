@@ -2,6 +2,8 @@
 // reads the manifest; each file is downloaded and checked line by line against what the rules allow.
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { MedplumClient } from '@medplum/core';
@@ -223,11 +225,38 @@ describe('Bulk Data $export through the gateway', () => {
     assert.equal((await h.request(status, { token })).status, 404, 'the upstream job is gone');
   });
 
+  test('upstream export URLs on another origin are not followed (502), and never reach the client', async () => {
+    // An upstream that hands out a status URL, or a file URL, on a host the gateway must not call.
+    let self = '';
+    const foreign = createServer((req, res) => {
+      if (req.url?.includes('Patient/$export')) return void res.writeHead(202, { 'content-location': 'http://elsewhere.invalid/status' }).end();
+      if (req.url?.includes('$export')) return void res.writeHead(202, { 'content-location': `${self}/status` }).end();
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ transactionTime: '2026-01-01T00:00:00Z', output: [{ type: 'Patient', url: 'http://elsewhere.invalid/file' }], error: [] }));
+    });
+    await new Promise<void>((ok) => foreign.listen(0, '127.0.0.1', () => ok()));
+    self = `http://127.0.0.1:${(foreign.address() as AddressInfo).port}/fhir`;
+    const gateway = await startHarness({ upstream: { ...h.upstream, url: self } });
+    try {
+      const token = await gateway.token(engine);
+      const refused = await kickOff(gateway, 'Patient/$export?_type=Patient', token);
+      assert.equal(refused.status, 502);
+      const start = await kickOff(gateway, '$export?_type=Patient', token);
+      assert.equal(start.status, 202);
+      const status = await gateway.request(start.headers.get('content-location') ?? '', { token });
+      assert.equal(status.status, 502);
+      assert.doesNotMatch(refused.text + status.text, /elsewhere/);
+    } finally {
+      await gateway.close();
+      foreign.close();
+      foreign.closeAllConnections();
+    }
+  });
+
   test('an upstream that fails mid-file breaks the download; no unchecked line is sent', async () => {
     const proxy: FaultProxy = await startFaultProxy(h.upstream.url);
     const gateway = await startHarness({ upstream: { ...h.upstream, url: proxy.url } });
     try {
-      // A file long enough that decided lines have left before the upstream breaks off.
+      // A file long enough that decided lines may have left before the upstream breaks off.
       await h.put(patient('p5'));
       await h.put({ resourceType: 'Group', id: 'g-long', type: 'person', actual: true, member: [{ entity: { reference: 'Patient/p5' } }] } as Group);
       for (let i = 0; i < 1600; i++) await h.put(observation(`o-p5-${i}`, 'p5'));
@@ -244,7 +273,8 @@ describe('Bulk Data $export through the gateway', () => {
       const failure = (await auditEvents(gateway)).find((e) => e.outcome === '8' && e.entity?.some((x) => x.detail?.some((d) => d.type === 'file-type')));
       assert.ok(failure, 'the broken download is audited as failed, with what had left');
       const released = Number(failure.entity?.find((x) => x.what?.reference === 'Patient/p5')?.detail?.find((d) => d.type === 'released')?.valueString ?? 0);
-      assert.ok(released > 0 && released < 1600, `some decided lines left before the break (${released}), never the whole file`);
+      // How many decided lines left before the reset depends on timing (a reset discards unread bytes); never all.
+      assert.ok(released < 1600, `never the whole file (${released} released before the break)`);
     } finally {
       await gateway.close();
       await proxy.close();
