@@ -135,6 +135,10 @@ describe('Bulk Data $export through the gateway', () => {
     assert.deepEqual(counts('p1'), { released: '2', redacted: '1', withheld: '1' });
     assert.deepEqual(counts('p2'), { withheld: '1' });
     assert.doesNotMatch(JSON.stringify(fileEvents[0]), /VALUE-|SECRET-NOTE|Family-/, 'no patient data in the audit');
+    const queryOf = (e: AuditEvent) => Buffer.from(e.entity?.find((x) => x.query)?.query ?? '', 'base64').toString('utf8');
+    const kickOffs = (await auditEvents(h)).filter((e) => queryOf(e).includes('/fhir/Group/g1/$export'));
+    assert.equal(kickOffs.length, 1, 'one AuditEvent for the kick-off, naming the Group in its query');
+
   });
 
   test('a system-level export without _type is narrowed to the types the client may read', async () => {
