@@ -256,6 +256,22 @@ describe('Bulk Data $export through the gateway', () => {
     }
   });
 
+  test('a download whose audit event cannot be made durable never completes', async () => {
+    const gateway = await startHarness({ upstream: h.upstream });
+    try {
+      const token = await gateway.token(engine);
+      const manifest = await manifestOf(client(gateway, token), 'Group/g1', 'Observation');
+      await gateway.gateway.journal.close(); // the journal is gone: nothing more can be audited
+      const body = await fetch(manifest.output[0].url, { headers: { authorization: `Bearer ${token}`, accept: 'application/fhir+ndjson' } }).then(
+        async (res) => (res.status >= 500 ? 'failed' : await res.text().then((text) => text, () => 'failed')),
+        () => 'failed',
+      );
+      assert.equal(body, 'failed', 'the client sees a failed download, not a complete file');
+    } finally {
+      await gateway.close();
+    }
+  });
+
   test('an upstream that fails mid-file breaks the download; no unchecked line is sent', async () => {
     const proxy: FaultProxy = await startFaultProxy(h.upstream.url);
     const gateway = await startHarness({ upstream: { ...h.upstream, url: proxy.url } });
