@@ -157,7 +157,7 @@ function gatewayManifest(x: Exchange, job: ExportJob, upstreamManifest: unknown)
   });
   // No `count`, `error[]` or `deleted[]`: each can tell of withheld resources (SPEC §5.1).
   return {
-    transactionTime: typeof manifest.transactionTime === 'string' ? manifest.transactionTime : new Date().toISOString(),
+    transactionTime: typeof manifest.transactionTime === 'string' && !Number.isNaN(Date.parse(manifest.transactionTime)) ? manifest.transactionTime : new Date().toISOString(),
     request: `${x.deps.fhirBase}${job.request}`,
     requiresAccessToken: true,
     output,
