@@ -6,6 +6,7 @@ const modules: Record<string, () => Promise<{ run(args: readonly string[]): Prom
   gateway: () => import('./gateway.ts'),
   audit: () => import('./audit.ts'),
   scaling: () => import('./scaling.ts'),
+  export: () => import('./export.ts'),
   decide: () => import('./decide.ts') as Promise<{ run(args: readonly string[]): Promise<void> }>,
   'upstream-search': () => import('./upstream-search.ts') as Promise<{ run(args: readonly string[]): Promise<void> }>,
   'audit-journal': () => import('./audit-journal.ts') as Promise<{ run(args: readonly string[]): Promise<void> }>,

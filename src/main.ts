@@ -30,6 +30,9 @@ async function serve(settings: Settings): Promise<void> {
       lines.push(`  # ${name}: ${personas[name].description}`);
       lines.push(`  curl -s -H "Authorization: Bearer $(npm run -s gateway -- token ${name})" '${gateway.fhirBase}/${embedded.samplePaths[name] ?? 'Patient'}'`);
     }
+    // Bulk Data (SPEC §5.1): the kick-off answers 202 with a Content-Location to poll; the manifest lists the files.
+    lines.push('  # integration-engine: Bulk Data $export of the population — poll the Content-Location, then GET each output url');
+    lines.push(`  curl -si -H "Authorization: Bearer $(npx disclosure-gateway token integration-engine)" -H 'Prefer: respond-async' '${gateway.fhirBase}/Patient/$export?_type=Patient,Observation'`);
     process.stdout.write(`${lines.join('\n')}\n`);
   }
   let stopping = false;

@@ -19,6 +19,7 @@ import {
   type BreakTheGlassReview,
 } from './extensions.ts';
 import type { DisclosureRecord, Interaction, PatientDisclosure } from './record.ts';
+import { withBulkCounts } from './bulk.ts';
 
 const BALP = 'https://profiles.ihe.net/ITI/BALP';
 export const BALP_PROFILE = {
@@ -542,6 +543,7 @@ export function buildAuditEvents(record: DisclosureRecord, opts: AuditBuildOptio
     covered.add(patientId);
     patients.push({ patientId, released: [], withheld: [], redacted: [], ignored: [], consentDecisions: [] });
   }
+  if (record.bulk) return [withBulkCounts(restEvent(record, undefined, opts), record.bulk)];
   if (patients.length === 0) return [restEvent(record, undefined, opts)];
   const events: AuditEvent[] = [];
   for (const patient of patients) {

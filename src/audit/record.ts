@@ -86,6 +86,28 @@ export interface DisclosureRecord {
   readonly requestedPatients?: readonly string[];
   /** Source address of the client (network access point). */
   readonly clientAddress?: string;
+  /** A Bulk Data file download: one event with counts per patient instead of one per patient (SPEC §5.1). */
+  readonly bulk?: BulkDisclosure;
+}
+
+/** What left in one Bulk Data file, counted per patient rather than listed per resource (SPEC §5.1). */
+export interface BulkDisclosure {
+  /** The file's resource type as the manifest named it. */
+  readonly resourceType: string;
+  readonly patients: readonly BulkPatientCount[];
+  /** Lines about no patient. */
+  readonly unpatiented: { readonly released: number; readonly withheld: number };
+  /** Withheld lines by the decision layer that withheld them (consent, restriction, scope…). */
+  readonly withheldBy: Readonly<Record<string, number>>;
+}
+
+export interface BulkPatientCount {
+  /** Bare patient id. */
+  readonly patientId: string;
+  /** Lines released (redacted ones included). */
+  readonly released: number;
+  readonly redacted: number;
+  readonly withheld: number;
 }
 
 /** A decision paired with the resource reference it was made for; the explain endpoint and audit share it. */

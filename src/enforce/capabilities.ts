@@ -43,6 +43,8 @@ export async function capabilityStatement(upstream: UpstreamClient, fhirBase: st
     })),
     operation: [
       { name: 'everything', definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything' },
+      // Bulk Data for system/ clients, each line decided (SPEC §5.1).
+      { name: 'export', definition: 'http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export' },
       { name: 'disclosure-decision', definition: 'https://disclosure-gateway.org/fhir/OperationDefinition/disclosure-decision' },
       { name: 'security-label', definition: 'https://disclosure-gateway.org/fhir/OperationDefinition/security-label' },
       { name: 'consent-enforcement-status', definition: 'https://disclosure-gateway.org/fhir/OperationDefinition/consent-enforcement-status' },

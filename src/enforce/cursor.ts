@@ -27,6 +27,8 @@ export interface CursorState {
 }
 
 const cursorLifetimeSeconds = 15 * 60;
+
+export type SealedHandleKind = 'export-job' | 'export-file';
 /** base64url of `{"alg":"dir","enc":"A256GCM"}`: the JWE protected header, also the AAD (RFC 7516 §5.1). */
 const protectedHeader = Buffer.from(JSON.stringify({ alg: 'dir', enc: 'A256GCM' })).toString('base64url');
 const aad = Buffer.from(protectedHeader, 'ascii');
@@ -47,24 +49,51 @@ export class CursorCodec {
    * jose's WebCrypto round trip (~0.1 ms per page). jose opens it, so the format is checked by the reader.
    */
   async seal(state: CursorState, ctx: RequestContext): Promise<string> {
+    return this.sealClaims({ st: state }, ctx, cursorLifetimeSeconds);
+  }
+
+  async open(cursor: string, ctx: RequestContext): Promise<CursorState> {
+    const payload = await this.openClaims(cursor);
+    // A sealed export handle is not a cursor (and the reverse): the kind is part of what was sealed.
+    if (payload === undefined || payload.knd !== undefined) throw new GatewayError(400, 'invalid', 'invalid or expired paging cursor');
+    // A cursor handed to another client or user is refused, not followed.
+    if (!this.ownedBy(payload, ctx)) throw new GatewayError(403, 'forbidden', 'paging cursor belongs to another client');
+    return payload.st as CursorState;
+  }
+
+  /** A Bulk Data job or file handle (SPEC §5.1): sealed like a cursor, so any instance with the same secret serves it. */
+  sealHandle(kind: SealedHandleKind, state: object, ctx: RequestContext, lifetimeSeconds: number): string {
+    return this.sealClaims({ knd: kind, st: state }, ctx, lifetimeSeconds);
+  }
+
+  /** Opens a handle of `kind`; tampered, expired, of another kind or another client's → 404, which says nothing more. */
+  async openHandle<T>(kind: SealedHandleKind, handle: string, ctx: RequestContext): Promise<T> {
+    const payload = await this.openClaims(handle);
+    if (payload === undefined || payload.knd !== kind || !this.ownedBy(payload, ctx)) throw new GatewayError(404, 'not-found', 'no such export job or file');
+    return payload.st as T;
+  }
+
+  private ownedBy(payload: Record<string, unknown>, ctx: RequestContext): boolean {
+    return payload.cid === ctx.clientId && payload.sub === (ctx.subject ?? '');
+  }
+
+  private sealClaims(body: Record<string, unknown>, ctx: RequestContext, lifetimeSeconds: number): string {
     const iat = Math.floor(Date.now() / 1000);
-    const claims = JSON.stringify({ st: state, cid: ctx.clientId, sub: ctx.subject ?? '', iat, exp: iat + cursorLifetimeSeconds });
+    const claims = JSON.stringify({ ...body, cid: ctx.clientId, sub: ctx.subject ?? '', iat, exp: iat + lifetimeSeconds });
     const iv = randomBytes(12);
     const cipher = createCipheriv('aes-256-gcm', this.key, iv).setAAD(aad);
     const ciphertext = Buffer.concat([cipher.update(claims, 'utf8'), cipher.final()]);
     return `${protectedHeader}..${iv.toString('base64url')}.${ciphertext.toString('base64url')}.${cipher.getAuthTag().toString('base64url')}`;
   }
 
-  async open(cursor: string, ctx: RequestContext): Promise<CursorState> {
-    if (cursor.length > 32_768) throw new GatewayError(400, 'invalid', 'invalid paging cursor');
-    let payload: Record<string, unknown>;
+  /** The payload of a sealed token, or undefined when it is malformed, tampered or expired. */
+  private async openClaims(token: string): Promise<Record<string, unknown> | undefined> {
+    if (token.length > 32_768) return undefined;
     try {
-      ({ payload } = await jwtDecrypt(cursor, await this.openingKey, { keyManagementAlgorithms: ['dir'], contentEncryptionAlgorithms: ['A256GCM'] }));
+      const { payload } = await jwtDecrypt(token, await this.openingKey, { keyManagementAlgorithms: ['dir'], contentEncryptionAlgorithms: ['A256GCM'] });
+      return payload;
     } catch {
-      throw new GatewayError(400, 'invalid', 'invalid or expired paging cursor');
+      return undefined;
     }
-    // A cursor handed to another client or user is refused, not followed.
-    if (payload.cid !== ctx.clientId || payload.sub !== (ctx.subject ?? '')) throw new GatewayError(403, 'forbidden', 'paging cursor belongs to another client');
-    return payload.st as CursorState;
   }
 }

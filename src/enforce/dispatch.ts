@@ -4,6 +4,7 @@
 import { GatewayError } from '../fhir/outcome.ts';
 import { batch } from './batch.ts';
 import type { Exchange, Reply } from './exchange.ts';
+import { exportFile, exportStatus } from './export.ts';
 import { history, page, read, search } from './interactions.ts';
 import { operation } from './operations.ts';
 import type { FhirRoute } from './route.ts';
@@ -48,6 +49,10 @@ export async function dispatch(x: Exchange, route: FhirRoute, method: string): P
       return write(x, route.interaction, route.resourceType, 'id' in route ? route.id : undefined, x.body);
     case 'operation':
       return operation(x, method, route.name, route.resourceType, route.id);
+    case 'export-status':
+      return exportStatus(x, method, route.job);
+    case 'export-file':
+      return exportFile(x, method, route.file);
     default:
       throw new GatewayError(403, 'forbidden', 'access to the requested data is not permitted');
   }

@@ -1,5 +1,7 @@
 // What every interaction handler receives: the request's provenance, its disclosure session and the
 // gateway's collaborators. Handlers return a Reply; the pipeline audits it and only then sends it.
+import type { Writable } from 'node:stream';
+import type { BulkDisclosure } from '../audit/record.ts';
 import type { DecisionPolicy } from '../config/policy.ts';
 import type { Requester } from '../decide/types.ts';
 import type { GatewayMetrics } from '../ops/metrics.ts';
@@ -48,4 +50,12 @@ export interface Reply {
   /** Only decided or gateway-authored content type-checks here (reply.ts). */
   readonly body?: Releasable;
   readonly headers?: Readonly<Record<string, string>>;
+  /** A body written as it is decided (Bulk Data files, SPEC §5.1) instead of `body`. */
+  readonly stream?: StreamedBody;
 }
+
+/**
+ * Writes the decided body to `out`; `finish` makes the download's audit event durable, and only then may `out`
+ * end. On any failure the writer destroys `out`, so the client sees a failed download.
+ */
+export type StreamedBody = (out: Writable, finish: (bulk: BulkDisclosure, failure?: string) => Promise<void>) => Promise<void>;

@@ -14,6 +14,7 @@ import { upstreamResource } from '../upstream/index.ts';
 import { DisclosureSession } from './disclose.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { assembledBundle, echoedToSender, gatewayAuthored } from './reply.ts';
+import { exportKickOff } from './export.ts';
 import { confineInstance, everything } from './interactions.ts';
 import { applyObligations } from './redact.ts';
 
@@ -178,6 +179,7 @@ async function allowedOperation(x: Exchange, method: string, name: string, resou
 export async function operation(x: Exchange, method: string, name: string, resourceType?: string, id?: string): Promise<Reply> {
   if (name === '$everything' && resourceType === 'Patient' && id && (method === 'GET' || method === 'HEAD')) return everything(x, id, x.query);
   if (name === '$disclosure-decision' && !resourceType && method === 'POST') return explain(x);
+  if (name === '$export') return exportKickOff(x, method, resourceType, id);
   if (name === '$consent-enforcement-status' && id && (resourceType === 'Consent' || resourceType === 'Patient') && method === 'GET') {
     return consentEnforcementStatus(x, resourceType, id);
   }

@@ -15,6 +15,7 @@ import { DisclosureSession } from './disclose.ts';
 import type { Exchange, GatewayDeps, Reply } from './exchange.ts';
 import { dispatch } from './dispatch.ts';
 import { securityLabel } from './operations.ts';
+import { bulkRecord, exportFile, exportStatus, sendDecidedStream } from './export.ts';
 import { auditInteraction, parseFhirRoute, type FhirRoute } from './route.ts';
 import { gatewayAuthored } from './reply.ts';
 
@@ -49,7 +50,9 @@ function checkFormat(req: Request): void {
     }
   }
   const accept = req.get('accept');
-  if (accept && !/(^|,|\s)(\*\/\*|application\/\*|application\/(fhir\+)?json)/i.test(accept)) {
+  // Bulk Data files are NDJSON (SPEC §5.1), each line decided like any JSON resource.
+  const ndjson = rawPathOf(req).startsWith('/_export/file/') ? '|application\\/(fhir\\+)?ndjson' : '';
+  if (accept && !new RegExp(`(^|,|\\s)(\\*\\/\\*|application\\/\\*|application\\/(fhir\\+)?json${ndjson})`, 'i').test(accept)) {
     throw new GatewayError(406, 'not-supported', 'only JSON is served (application/fhir+json)');
   }
 }
@@ -192,6 +195,8 @@ export function fhirRouter(deps: PipelineDeps): Router {
       requestedPatients: requestedPatients(exchange, route, req, reply.status),
       clientAddress: req.socket.remoteAddress,
     };
+    // A Bulk Data file is audited when it has been decided to the end, before its response ends (SPEC §5.1).
+    if (reply.stream) return sendDecidedStream(res, reply, reply.stream, (bulk, failure) => deps.audit.record(bulkRecord(record, bulk, failure)));
     const auditStarted = performance.now();
     try {
       await deps.audit.record(record);
@@ -224,7 +229,8 @@ function send(res: Response, req: Request, reply: Reply): void {
     res.end();
     return;
   }
-  res.setHeader('Content-Type', fhirJson);
+  // A Bulk Data manifest is plain JSON (SPEC §5.1); everything else is a FHIR resource.
+  res.setHeader('Content-Type', reply.headers?.['Content-Type'] ?? fhirJson);
   res.end(JSON.stringify(reply.body as Resource));
 }
 

@@ -31,6 +31,11 @@ export function echoedToSender<T extends Resource>(resource: T): Releasable<T> {
   return resource as Releasable<T>;
 }
 
+/** A Bulk Data manifest the gateway wrote (gateway URLs only, SPEC §5.1): JSON, not a FHIR resource. */
+export function authoredManifest(manifest: object): Releasable {
+  return manifest as unknown as Releasable;
+}
+
 /** A Bundle the gateway assembled; every entry's resource must already be Releasable. */
 export function assembledBundle(bundle: Omit<Bundle, 'entry'>, entries: readonly ReleasableEntry[]): Releasable<Bundle> {
   return { ...bundle, entry: [...entries] } as Releasable<Bundle>;

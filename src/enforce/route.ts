@@ -22,11 +22,15 @@ export type FhirRoute =
   | { readonly interaction: 'update'; readonly resourceType: string; readonly id?: string }
   | { readonly interaction: 'patch'; readonly resourceType: string; readonly id?: string }
   | { readonly interaction: 'delete'; readonly resourceType: string; readonly id?: string }
-  | { readonly interaction: 'operation'; readonly name: string; readonly resourceType?: string; readonly id?: string };
+  | { readonly interaction: 'operation'; readonly name: string; readonly resourceType?: string; readonly id?: string }
+  | { readonly interaction: 'export-status'; readonly job: string }
+  | { readonly interaction: 'export-file'; readonly file: string };
 
 /** FHIR id: [A-Za-z0-9\-\.]{1,64}. Anything else (encoded slashes, dots-only, Unicode look-alikes) is refused. */
 const fhirId = /^[A-Za-z0-9\-.]{1,64}$/;
 const operationName = /^\$[A-Za-z][A-Za-z0-9-]{0,63}$/;
+/** A compact JWE: base64url parts separated by dots. */
+const sealedHandle = /^[A-Za-z0-9_\-.]{1,8192}$/;
 
 function resourceType(segment: string): string {
   loadFhirDefinitions();
@@ -66,6 +70,10 @@ export function parseFhirRoute(method: string, rawPath: string): FhirRoute {
   if (a === '_history' && b === undefined && get) return { interaction: 'history-system' };
   if (a === '_search' && b === undefined && method === 'POST') return { interaction: 'search-system', viaPost: true };
   if (operationName.test(a) && b === undefined) return { interaction: 'operation', name: a };
+  // Bulk Data job and file URLs carry a sealed handle (SPEC §5.1; src/enforce/export.ts).
+  if (a === '_export' && (b === 'status' || b === 'file') && c !== undefined && d === undefined && sealedHandle.test(c)) {
+    return b === 'status' ? { interaction: 'export-status', job: c } : { interaction: 'export-file', file: c };
+  }
 
   const type = resourceType(a);
   if (b === undefined) {
@@ -108,6 +116,9 @@ export function auditInteraction(route: FhirRoute): Interaction {
       return 'capabilities';
     case 'page':
       return 'search-type';
+    case 'export-status':
+    case 'export-file':
+      return 'operation';
     default:
       return route.interaction;
   }

@@ -3,9 +3,10 @@
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
+import type { Readable } from 'node:stream';
 import { Pool } from 'undici';
 import { UpstreamError } from './errors.ts';
-import { parseUpstreamBase, rewriteUpstreamUrl, upstreamRequestTarget, type UpstreamBase } from './url.ts';
+import { originRequestTarget, parseUpstreamBase, rewriteUpstreamUrl, upstreamRequestTarget, type UpstreamBase } from './url.ts';
 
 export const DEFAULT_UPSTREAM_TIMEOUT_MS = 15_000;
 export const DEFAULT_UPSTREAM_MAX_BYTES = 50 * 1024 * 1024;
@@ -36,6 +37,15 @@ export interface UpstreamRequestOptions {
   strict?: boolean;
   /** A non-empty body that is not JSON → UpstreamError bad-content-type (502). */
   expectJson?: boolean;
+  /** `path` may be an absolute URL anywhere on the upstream's origin, not only inside the base (Bulk Data, SPEC §5.1). */
+  onOrigin?: boolean;
+}
+
+export interface UpstreamStream {
+  status: number;
+  headers: Record<string, string>;
+  /** The decoded body as it arrives; it errors when the upstream fails mid-body. */
+  body: Readable;
 }
 
 export interface SearchAllOptions {
@@ -63,6 +73,11 @@ export interface UpstreamClient {
   ): Promise<{ status: number; resource: T; headers: Record<string, string> }>;
   /** A search followed through its `next` links; a link leaving the base or a non-200 page → UpstreamError. */
   searchAll(path: string, opts?: SearchAllOptions): Promise<SearchAllResult>;
+  /**
+   * GET a body read as it arrives (Bulk Data files, SPEC §5.1): the deadline covers the headers, the pool's
+   * body timeout every pause in the body. Transport failures before the headers → UpstreamError.
+   */
+  stream(path: string, opts?: { requestId?: string; onOrigin?: boolean; accept?: string }): Promise<UpstreamStream>;
   /** Absolute upstream URL → base-relative path, or null when it points anywhere else. */
   rewriteUpstreamUrl(url: string): string | null;
   close(): Promise<void>;
@@ -133,7 +148,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
   const authorization = opts.bearerToken ? `Bearer ${opts.bearerToken}` : undefined;
 
   async function request(req: UpstreamRequestOptions): Promise<UpstreamResponse> {
-    const target = resolveTarget(base, req.path);
+    const target = resolveTarget(base, req.path, req.onOrigin);
     const headers: Record<string, string> = { accept: 'application/fhir+json' };
     for (const [name, value] of Object.entries(req.headers ?? {})) {
       const lower = name.toLowerCase();
@@ -244,11 +259,40 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
     return { resources, pages, truncated: false };
   }
 
+  async function stream(path: string, opts: { requestId?: string; onOrigin?: boolean; accept?: string } = {}): Promise<UpstreamStream> {
+    const headers: Record<string, string> = { accept: opts.accept ?? 'application/fhir+ndjson', 'accept-encoding': 'gzip' };
+    if (authorization) headers.authorization = authorization;
+    if (opts.requestId) headers['x-request-id'] = opts.requestId;
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(new UpstreamError('timeout', `upstream did not answer within ${timeoutMs} ms`)), timeoutMs);
+    try {
+      const res = await pool.request({ path: resolveTarget(base, path, opts.onOrigin), method: 'GET', headers, signal: deadline.signal });
+      clearTimeout(timer);
+      const responseHeaders = flattenHeaders(res.headers);
+      const encoding = (responseHeaders['content-encoding'] ?? 'identity').trim().toLowerCase();
+      if (encoding !== 'identity' && encoding !== 'gzip') {
+        res.body.destroy();
+        throw new UpstreamError('bad-body', `unsupported content-encoding ${encoding}`, { upstreamStatus: res.statusCode });
+      }
+      // A deadline that passes later must not cut a long download: it only guarded the headers.
+      const body: Readable = encoding === 'gzip' ? res.body.pipe(zlib.createGunzip()) : res.body;
+      if (body !== res.body) res.body.on('error', (err) => body.destroy(err));
+      delete responseHeaders['content-encoding'];
+      delete responseHeaders['content-length'];
+      return { status: res.statusCode, headers: responseHeaders, body };
+    } catch (err) {
+      throw classifyTransportError(err, deadline.signal.aborted);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   return {
     baseUrl: base.baseUrl,
     request,
     readJson,
     searchAll,
+    stream,
     rewriteUpstreamUrl: (url: string) => rewriteUpstreamUrl(base, url),
     close: () => pool.close(),
   };
@@ -256,8 +300,14 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
 
 function ignoreError(): void {}
 
-function resolveTarget(base: UpstreamBase, path: string): string {
-  const relative = /^[a-z][a-z0-9+.-]*:/i.test(path) ? rewriteUpstreamUrl(base, path) : path;
+function resolveTarget(base: UpstreamBase, path: string, onOrigin = false): string {
+  const absolute = /^[a-z][a-z0-9+.-]*:/i.test(path);
+  if (absolute && onOrigin) {
+    const target = originRequestTarget(base, path);
+    if (target === null) throw new UpstreamError('bad-body', 'refusing an upstream URL on another origin');
+    return target;
+  }
+  const relative = absolute ? rewriteUpstreamUrl(base, path) : path;
   const target = relative === null ? null : upstreamRequestTarget(base, relative);
   if (target === null) throw new UpstreamError('bad-body', 'refusing an upstream URL outside the upstream base');
   return target;

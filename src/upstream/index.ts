@@ -13,5 +13,6 @@ export {
   type UpstreamClientOptions,
   type UpstreamRequestOptions,
   type UpstreamResponse,
+  type UpstreamStream,
 } from './client.ts';
-export { parseUpstreamBase, rewriteUpstreamUrl, upstreamRequestTarget, type UpstreamBase } from './url.ts';
+export { originRequestTarget, parseUpstreamBase, rewriteUpstreamUrl, upstreamRequestTarget, type UpstreamBase } from './url.ts';

@@ -66,3 +66,19 @@ export function upstreamRequestTarget(base: UpstreamBase, relative: string): str
   if (pathPart === '') return `${base.basePath === '' ? '/' : base.basePath}${trimmed}`;
   return `${base.basePath}/${trimmed}`;
 }
+
+/**
+ * The request-target for an absolute URL anywhere on the upstream's origin (Bulk Data status and file
+ * URLs may live outside the FHIR base, SPEC §5.1), or null for any other origin, credentials or smuggled separators.
+ */
+export function originRequestTarget(base: UpstreamBase, url: string): string | null {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return null;
+  }
+  if (parsed.protocol !== base.protocol || parsed.host !== base.host || parsed.username || parsed.password) return null;
+  if (smuggledSeparator.test(parsed.pathname) || parsed.pathname.split('/').some((s) => s === '.' || s === '..')) return null;
+  return parsed.pathname + parsed.search;
+}

@@ -105,6 +105,7 @@ export async function startFaultProxy(targetBase: string, opts: FaultProxyOption
             // The upstream names itself in links, fullUrls and Location: as seen through the proxy, that is the proxy.
             const text = Buffer.concat(chunks).toString('utf8').split(target.origin).join(proxyOrigin);
             if (flat.location) flat.location = flat.location.split(target.origin).join(proxyOrigin);
+            if (flat['content-location']) flat['content-location'] = flat['content-location'].split(target.origin).join(proxyOrigin);
             resolve({ status: res.statusCode ?? 502, headers: flat, body: Buffer.from(text, 'utf8') });
           });
         },

@@ -15,6 +15,7 @@ import {
 import { FhirRouter, type FhirRequest, type FhirResponse, type HttpMethod } from '@medplum/fhir-router';
 import type { Bundle, BundleLink, OperationOutcome, Resource } from '@medplum/fhirtypes';
 import { capabilityStatement } from './capability.ts';
+import { bulkExportRoutes } from './bulk-export.ts';
 import type { EmbeddedRepository, PageOptions } from './repository.ts';
 
 /** Page size when a search or history request names no `_count`. */
@@ -180,6 +181,16 @@ function addFullUrls(bundle: Bundle, baseUrl: string): void {
 export function createEmbeddedFhirHandler(repo: EmbeddedRepository, options: EmbeddedFhirHandlerOptions = {}): EmbeddedFhirHandler {
   const basePath = (options.basePath ?? '/fhir').replace(/\/+$/, '');
   const router = buildRouter(repo);
+  const bulkExport = bulkExportRoutes(repo);
+
+  /** `$export` kick-off, status and files are served outside FhirRouter (SPEC §5.1). */
+  function servedAsBulkExport(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+    const url = new URL(req.url ?? '/', 'http://embedded.invalid');
+    if (!url.pathname.startsWith(`${basePath}/`) || !url.pathname.includes('$export')) return false;
+    const configured = typeof options.baseUrl === 'function' ? options.baseUrl() : options.baseUrl;
+    const baseUrl = (configured ?? `http://${req.headers.host ?? '127.0.0.1'}${basePath}`).replace(/\/+$/, '');
+    return bulkExport.handle(req, res, baseUrl, url.pathname.slice(basePath.length + 1), url.searchParams);
+  }
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const method = (req.method ?? 'GET').toUpperCase();
@@ -280,6 +291,7 @@ export function createEmbeddedFhirHandler(repo: EmbeddedRepository, options: Emb
   }
 
   return (req, res) => {
+    if (servedAsBulkExport(req, res)) return;
     handle(req, res).catch(() => {
       if (!res.headersSent) res.writeHead(500, { 'content-type': FHIR_JSON });
       res.end(JSON.stringify(outcomeWith('not-supported', 'Internal error')));

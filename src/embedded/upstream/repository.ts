@@ -342,6 +342,29 @@ export class EmbeddedRepository extends MemoryRepository {
     };
   }
 
+  // ---- Bulk Data $export ----
+
+  /** Types that hold at least one current resource, in creation order of their first resource. */
+  storedTypes(): string[] {
+    return [...this.live.entries()].filter(([, byId]) => byId.size > 0).map(([type]) => type);
+  }
+
+  /**
+   * Current resources of one type for `$export`, in creation order and uncloned (the caller only
+   * serialises them): all of them, or those in the compartments of `patients`; `since` on lastUpdated.
+   */
+  exportResources(resourceType: string, patients?: readonly string[], since?: string): StoredResource[] {
+    let found: StoredResource[];
+    if (patients === undefined) {
+      found = [...(this.live.get(resourceType)?.values() ?? [])].map((l) => l.resource);
+    } else {
+      const ids = new Set<string>();
+      for (const patientId of patients) for (const id of this.compartmentIds(resourceType, patientId)) ids.add(id);
+      found = this.inOrder(resourceType, ids);
+    }
+    return since === undefined ? found : found.filter((r) => (r.meta?.lastUpdated ?? '') >= since);
+  }
+
   // ---- history (newest first, stable) ----
 
   /** The change that wrote a version, e.g. to tell an update-as-create (201) from an update (200). */
