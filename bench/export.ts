@@ -148,7 +148,7 @@ interface Child {
 async function startChild(role: 'gateway' | 'plain', upstreamUrl: string, jwks: JSONWebKeySet): Promise<Child> {
   const child: ChildProcess = fork(fileURLToPath(import.meta.url), [], {
     // DG_BENCH_CPU_PROFILE=<dir> writes each child's CPU profile there (see `npm run bench -- profile`).
-    execArgv: ['--import', 'tsx', ...(process.env.DG_BENCH_CPU_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.DG_BENCH_CPU_PROFILE}`] : [])],
+    execArgv: [...(process.env.DG_BENCH_CPU_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.DG_BENCH_CPU_PROFILE}`] : [])],
     env: { ...process.env, DG_BENCH_EXPORT_ROLE: JSON.stringify({ role, upstreamUrl, jwks }) },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

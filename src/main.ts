@@ -32,7 +32,7 @@ async function serve(settings: Settings): Promise<void> {
     }
     // Bulk Data (SPEC §5.1): the kick-off answers 202 with a Content-Location to poll; the manifest lists the files.
     lines.push('  # integration-engine: Bulk Data $export of the population — poll the Content-Location, then GET each output url');
-    lines.push(`  curl -si -H "Authorization: Bearer $(npx disclosure-gateway token integration-engine)" -H 'Prefer: respond-async' '${gateway.fhirBase}/Patient/$export?_type=Patient,Observation'`);
+    lines.push(`  curl -si -H "Authorization: Bearer $(npm run -s gateway -- token integration-engine)" -H 'Prefer: respond-async' '${gateway.fhirBase}/Patient/$export?_type=Patient,Observation'`);
     process.stdout.write(`${lines.join('\n')}\n`);
   }
   let stopping = false;

