@@ -1,11 +1,11 @@
 // Bulk Data $export through the gateway (SPEC §5.1), end to end: a real MedplumClient kicks off, polls and
 // reads the manifest; each file is downloaded and checked line by line against what the rules allow.
 import assert from 'node:assert/strict';
-import { readdir, readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { journalEvents } from '../reliability/support.ts';
 import { MedplumClient } from '@medplum/core';
 import type { AuditEvent, Consent, Group, Observation, Patient, Resource } from '@medplum/fhirtypes';
 import { DS4P_INLINE_LABEL, V3_ACT_REASON, V3_CONFIDENTIALITY, V3_OBSERVATION_VALUE } from '../../src/fhir/systems.ts';
@@ -83,13 +83,9 @@ async function manifestOf(medplum: MedplumClient, level: string, types?: string)
   return manifest as unknown as { output: { type: string; url: string; count?: number }[]; requiresAccessToken: boolean; error: unknown[]; request: string; deleted?: unknown };
 }
 
+// Journal lines as the console and `audit verify` read them (large events are stored deflated, issue 15).
 async function auditEvents(h: Harness): Promise<AuditEvent[]> {
-  const events: AuditEvent[] = [];
-  for (const name of (await readdir(h.auditDir)).sort()) {
-    if (!name.endsWith('.ndjson')) continue;
-    for (const line of (await readFile(join(h.auditDir, name), 'utf8')).split('\n')) if (line.trim()) events.push((JSON.parse(line) as { event?: AuditEvent }).event ?? (JSON.parse(line) as AuditEvent));
-  }
-  return events;
+  return journalEvents(h.auditDir);
 }
 
 /** Kicks off with fetch, for the refusals: the status and whether a Content-Location came back. */
