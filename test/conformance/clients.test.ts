@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { after, before, describe, test } from 'node:test';
-import { MedplumClient } from '@medplum/core';
+import { ClientStorage, MedplumClient, MemoryStorage } from '@medplum/core';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import { Client as FhirKitClient } from 'fhir-kit-client';
 import { startHarness, type Harness } from '../support/harness.ts';
@@ -101,7 +101,7 @@ describe('paging a filtered search with real clients', () => {
   });
 
   test('MedplumClient: searchResourcePages', async () => {
-    const medplum = new MedplumClient({ baseUrl: `${new URL(h.base).origin}/`, fhirUrlPath: 'fhir', fetch: globalThis.fetch.bind(globalThis) });
+    const medplum = new MedplumClient({ baseUrl: `${new URL(h.base).origin}/`, fhirUrlPath: 'fhir', fetch: globalThis.fetch.bind(globalThis), storage: new ClientStorage(new MemoryStorage()) });
     medplum.setAccessToken(clinician);
     const pages: Bundle[] = [];
     for await (const page of medplum.searchResourcePages('Observation', { patient: PID, _count: String(PAGE) })) {

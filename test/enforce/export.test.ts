@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { journalEvents } from '../reliability/support.ts';
-import { MedplumClient } from '@medplum/core';
+import { ClientStorage, MedplumClient, MemoryStorage } from '@medplum/core';
 import type { AuditEvent, Consent, Group, Observation, Patient, Resource } from '@medplum/fhirtypes';
 import { DS4P_INLINE_LABEL, V3_ACT_REASON, V3_CONFIDENTIALITY, V3_OBSERVATION_VALUE } from '../../src/fhir/systems.ts';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.ts';
@@ -66,7 +66,7 @@ const data: Resource[] = [
 const engine = { sub: 'engine', client_id: 'payer-engine', scope: 'system/Patient.rs system/Observation.rs system/Group.rs', extensions: pou('HPAYMT') };
 
 function client(h: Harness, token: string): MedplumClient {
-  const medplum = new MedplumClient({ baseUrl: h.base.replace(/fhir$/, ''), fhirUrlPath: 'fhir', fetch: globalThis.fetch.bind(globalThis) });
+  const medplum = new MedplumClient({ baseUrl: h.base.replace(/fhir$/, ''), fhirUrlPath: 'fhir', fetch: globalThis.fetch.bind(globalThis), storage: new ClientStorage(new MemoryStorage()) });
   medplum.setAccessToken(token);
   return medplum;
 }
