@@ -6,5 +6,4 @@ export { enforcementStatus, isLegalRestriction } from './consent-shape.ts';
 export { harmDeterminationValidity, harmRefusalText } from './harm.ts';
 export type { HarmGround } from './harm.ts';
 export { clinicalDate } from './resource-facts.ts';
-export { validatePolicyResource } from './validate.ts';
 export type * from './types.ts';

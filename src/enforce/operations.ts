@@ -3,6 +3,7 @@
 // of their answers still decided. Anything else is refused.
 import type { Bundle, Consent, Parameters, ParametersParameter, Resource } from '@medplum/fhirtypes';
 import { enforcementStatus } from '../decide/index.ts';
+import { validationFailure } from '../policy/index.ts';
 import type { Decision, Obligation } from '../decide/types.ts';
 import { badRequest, forbidden, GatewayError, notFound, operationOutcome, resourceBody } from '../fhir/outcome.ts';
 import type { SecurityLabeler } from '../label/index.ts';
@@ -96,7 +97,7 @@ async function explain(x: Exchange): Promise<Reply> {
 }
 
 function statusParameter(consent: Consent, x: Exchange): ParametersParameter {
-  const { status, reason } = enforcementStatus(consent, x.deps.policy, x.deps.now());
+  const { status, reason } = enforcementStatus(consent, x.deps.policy, x.deps.now(), validationFailure(consent));
   const part: ParametersParameter[] = [
     { name: 'reference', valueReference: { reference: `Consent/${consent.id}` } },
     { name: 'status', valueCode: status },
