@@ -2,7 +2,7 @@
 // (deny wins, SPEC §5), applies the obligations, and keeps the per-patient account that audit records.
 import { isResourceType } from '@medplum/core';
 import type { Bundle, Resource } from '@medplum/fhirtypes';
-import type { PatientDisclosure, RedactedResource, ReleasedResource, WithheldResource } from '../audit/record.ts';
+import type { PatientDisclosure, ResourceDisposition } from '../audit/record.ts';
 import type { DecisionPolicy } from '../config/policy.ts';
 import { compile, evaluate, type CompiledPatientPolicy } from '../decide/index.ts';
 import type { Decision, Obligation, PatientPolicyInputs, Requester, TraceEntry } from '../decide/types.ts';
@@ -78,9 +78,7 @@ export function combineDecisions(decisions: readonly Decision[]): Decision {
 }
 
 interface PatientAccount {
-  released: ReleasedResource[];
-  withheld: WithheldResource[];
-  redacted: RedactedResource[];
+  dispositions: ResourceDisposition[];
   ignored: Map<string, TraceEntry>;
   consentDecisions: Map<string, PatientDisclosure['consentDecisions'][number]>;
 }
@@ -339,25 +337,27 @@ export class DisclosureSession {
       }
       if (!stated) this.withheldUnstated++;
       for (const id of patients) {
-        this.account(id, decision).withheld.push({ reference: ref, versionId, trace: decision.trace });
+        this.account(id, decision).dispositions.push({ disposition: 'withheld', reference: ref, versionId, trace: decision.trace });
       }
       return;
     }
     const paths = decision.obligations.flatMap((o) => (o.kind === 'redact' ? [o.path] : []));
     // SPEC §4.7: the audit names the rule set, system and code of each label a released resource gained.
     const labelled = labelTrace(decision.trace);
-    for (const id of patients) {
-      const account = this.account(id, decision);
-      account.released.push({ reference: ref, versionId, breakGlassUsed: decision.breakGlassUsed || undefined, part2: decision.part2 || undefined, labelled });
-      if (paths.length > 0) account.redacted.push({ reference: ref, versionId, paths, trace: decision.trace });
-    }
+    const breakGlassUsed = decision.breakGlassUsed || undefined;
+    const part2 = decision.part2 || undefined;
+    const disposition: ResourceDisposition =
+      paths.length > 0
+        ? { disposition: 'redacted', reference: ref, versionId, paths, trace: decision.trace, breakGlassUsed, part2 }
+        : { disposition: 'released', reference: ref, versionId, breakGlassUsed, part2, labelled };
+    for (const id of patients) this.account(id, decision).dispositions.push(disposition);
   }
 
   /** One patient’s account, noting the consents that decided and the rules that were ignored. */
   private account(patientId: string, decision: Decision): PatientAccount {
     let account = this.accounts.get(patientId);
     if (!account) {
-      account = { released: [], withheld: [], redacted: [], ignored: new Map(), consentDecisions: new Map() };
+      account = { dispositions: [], ignored: new Map(), consentDecisions: new Map() };
       this.accounts.set(patientId, account);
     }
     for (const entry of decision.trace) {
@@ -374,15 +374,13 @@ export class DisclosureSession {
 
   /** Notes a patient the request was about even if nothing of theirs was returned (an empty search). */
   touch(patientId: string): void {
-    if (!this.accounts.has(patientId)) this.accounts.set(patientId, { released: [], withheld: [], redacted: [], ignored: new Map(), consentDecisions: new Map() });
+    if (!this.accounts.has(patientId)) this.accounts.set(patientId, { dispositions: [], ignored: new Map(), consentDecisions: new Map() });
   }
 
   disclosures(): PatientDisclosure[] {
     return [...this.accounts.entries()].map(([patientId, a]) => ({
       patientId,
-      released: a.released,
-      withheld: a.withheld,
-      redacted: a.redacted,
+      dispositions: a.dispositions,
       ignored: [...a.ignored.values()],
       consentDecisions: [...a.consentDecisions.values()],
     }));

@@ -206,10 +206,12 @@ export function fhirRouter(deps: PipelineDeps): Router {
       const s = exchange.session;
       for (const layer of s.withheldLayers) deps.metrics.withheld.inc({ layer });
       for (const p of record.patients) {
-        deps.metrics.decisions.inc({ outcome: 'permit' }, p.released.length - p.redacted.length);
-        deps.metrics.decisions.inc({ outcome: 'redact' }, p.redacted.length);
-        deps.metrics.decisions.inc({ outcome: 'deny' }, p.withheld.length);
-        if (p.redacted.length) deps.metrics.redacted.inc(p.redacted.length);
+        const counts = { released: 0, redacted: 0, withheld: 0 };
+        for (const d of p.dispositions) counts[d.disposition]++;
+        deps.metrics.decisions.inc({ outcome: 'permit' }, counts.released);
+        deps.metrics.decisions.inc({ outcome: 'redact' }, counts.redacted);
+        deps.metrics.decisions.inc({ outcome: 'deny' }, counts.withheld);
+        if (counts.redacted) deps.metrics.redacted.inc(counts.redacted);
       }
     }
     send(res, req, reply);
