@@ -17,6 +17,7 @@ import { dispatch } from './dispatch.ts';
 import { securityLabel } from './operations.ts';
 import { auditInteraction, parseFhirRoute, type FhirRoute } from './route.ts';
 import { gatewayAuthored } from './reply.ts';
+import { isUpstreamError, upstreamFailure } from '../upstream/index.ts';
 
 export interface AuditSink {
   /** Resolves once the request's events are durable; rejects when they cannot be written. */
@@ -68,11 +69,10 @@ function rawQueryOf(req: Request): string {
 
 function errorReply(err: unknown, deps: PipelineDeps, requestId: string): Reply & { desc: string } {
   if (err instanceof GatewayError) return { status: err.status, body: gatewayAuthored(err.outcome), headers: err.headers, desc: err.message };
-  const status = (err as { status?: unknown }).status;
-  if (typeof status === 'number' && status >= 400 && status < 600 && (err as { code?: unknown }).code !== undefined) {
+  if (isUpstreamError(err)) {
     // Upstream failures carry their 502/503/504 (SPEC §5: fail closed).
-    const text = status === 504 ? 'the upstream server did not answer in time' : 'the upstream server failed';
-    return { status, body: gatewayAuthored(operationOutcome(status === 504 ? 'timeout' : 'exception', text)), desc: text };
+    const failure = upstreamFailure(err, { failed: 'the upstream server failed' });
+    return { status: failure.status, body: gatewayAuthored(failure.outcome), desc: failure.message };
   }
   deps.logger.error({ requestId, err: { name: (err as Error)?.name, message: (err as Error)?.message, stack: (err as Error)?.stack } }, 'request failed');
   return { status: 500, body: gatewayAuthored(operationOutcome('exception', 'the gateway failed to process the request; nothing was released')), desc: 'internal error' };
