@@ -4,7 +4,19 @@ import { isResourceType } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
 import type { PatientDisclosure, ResourceDisposition } from '../audit/record.ts';
 import type { DecisionPolicy } from '../config/policy.ts';
-import { combineDecisions, compile, evaluate, refusal, storedBundleDecision, ungoverned, withContainedDecided, type CompiledPatientPolicy } from '../decide/index.ts';
+import {
+  type AccessFacts,
+  binaryRefusal,
+  combineDecisions,
+  compile,
+  evaluate,
+  launchPatientRefusal,
+  refusal,
+  storedBundleDecision,
+  ungoverned,
+  withContainedDecided,
+  type CompiledPatientPolicy,
+} from '../decide/index.ts';
 import type { Decision, Obligation, PatientPolicyInputs, Requester, TraceEntry } from '../decide/types.ts';
 import type { ComputedLabels, SecurityLabeler } from '../label/index.ts';
 import { attributePatients, type PatientAttribution, patientsOf } from '../fhir/compartment.ts';
@@ -85,6 +97,7 @@ export class DisclosureSession {
   private readonly scopeByType = new Map<string, ReturnType<typeof grantedQueries>>();
   private readonly accounts = new Map<string, PatientAccount>();
   private unpatientedPolicy?: CompiledPatientPolicy;
+  private facts?: AccessFacts;
   /** Harm-determination refusals met in this request, to be stated to the patient (SPEC §4.3). */
   readonly harmRefusals: Extract<Obligation, { kind: 'harm-refusal' }>[] = [];
   /** Number of resources withheld in this request (metrics). */
@@ -195,6 +208,15 @@ export class DisclosureSession {
     return resourceMatchesScopes(this.ctx, resource, access);
   }
 
+  /** What decide/'s access rules read about this requester (decide/access.ts). */
+  private accessFacts(): AccessFacts {
+    return (this.facts ??= {
+      confinedToLaunchPatient: confinedToLaunchPatient(this.ctx),
+      launchPatient: this.ctx.patient,
+      systemClient: this.requester.clientKind === 'system',
+    });
+  }
+
   private patientPolicy(id: string): CompiledPatientPolicy {
     const compiled = this.compiled.get(id);
     if (!compiled) throw new Error('decide() called before prepare() for a patient');
@@ -206,13 +228,11 @@ export class DisclosureSession {
     // Only a FHIR resource can be decided; anything else the upstream answered (GraphQL JSON) is not data about no one.
     if (!isFhirResource(resource)) return refusal('not-a-resource', 'not a FHIR resource the gateway can decide');
     if (!this.withinScopes(resource, access)) return refusal('scope', 'outside the granted SMART scopes');
-    if (resource.resourceType === 'Binary' && !contextChecked && resource.securityContext?.reference && patientsOf(resource, this.deps.policies.localBases).length === 0) {
+    if (resource.resourceType === 'Binary') {
       // Its security context decides a Binary; only a read resolves that context (interactions.read).
-      return refusal('security-context', 'a Binary governed by another resource is released only by reading it');
-    }
-    if (resource.resourceType === 'Binary' && !resource.securityContext?.reference && this.requester.clientKind !== 'system') {
-      // SPEC §5: a Binary without a security context may be anyone's; only system/ clients receive it.
-      return refusal('security-context', 'a Binary without a security context is released only to system clients');
+      const governedElsewhere = !!resource.securityContext?.reference && patientsOf(resource, this.deps.policies.localBases).length === 0;
+      const refused = binaryRefusal(resource, this.accessFacts(), { contextChecked, governedElsewhere });
+      if (refused) return refused;
     }
     if (this.unattributed.has(resource)) {
       // SPEC §5: a patient the gateway cannot resolve cannot be asked; the resource is withheld.
@@ -221,9 +241,8 @@ export class DisclosureSession {
     if (resource.resourceType === 'AuditEvent' && !holdsAuditEventScope(ctx, access)) return refusal('scope', 'audit records need an auditor scope');
     if (resource.resourceType === 'Bundle') return storedBundleDecision(resource, (entry) => this.decideRaw(entry, access, this.patientsOf(entry)));
     // Confined to the launch patient (whatever other scopes the token holds); without a launch patient, to none.
-    if (confinedToLaunchPatient(ctx) && patients.length > 0 && (ctx.patient === undefined || !patients.includes(ctx.patient))) {
-      return refusal('patient-context', 'outside the launch patient’s compartment');
-    }
+    const outsideLaunchPatient = launchPatientRefusal(this.accessFacts(), patients);
+    if (outsideLaunchPatient) return outsideLaunchPatient;
     if (resource.resourceType === 'AuditEvent') return auditRecordAccess;
     if (patients.length === 0) {
       const labels = resource.meta?.security ?? [];
