@@ -28,9 +28,7 @@ function record(i: number): DisclosureRecord {
     patients: [
       {
         patientId: 'P1',
-        released: Array.from({ length: 20 }, (_, k) => ({ reference: `Observation/o${k}`, versionId: '1' })),
-        withheld: [],
-        redacted: [],
+        dispositions: Array.from({ length: 20 }, (_, k) => ({ disposition: 'released' as const, reference: `Observation/o${k}`, versionId: '1' })),
         ignored: [],
         consentDecisions: [],
       },

@@ -31,8 +31,8 @@ function record(kind: 'a' | 'b'): DisclosureRecord {
   const ref = (i: number) => ({ reference: `Observation/bench-consents-obs-${i}`, versionId: versions[i] });
   const released = Array.from({ length: 100 }, (_, i) => ref(i));
   const deny = (rule: string) => [{ layer: 'consent' as const, effect: 'deny' as const, rule, provision: 'provision', reason: 'provision denies (deepest matching provision)' }];
-  const withheld = kind === 'a' ? [] : Array.from({ length: 50 }, (_, i) => ({ ...ref(200 + i), trace: deny(`Consent/bench-consents-c${1 + (i % 3)}`) }));
-  const redacted = kind === 'a' ? [] : released.slice(0, 10).map((r) => ({ ...r, paths: ['note[1]'], trace: [{ layer: 'implicit-policy' as const, effect: 'redact' as const, rule: 'implicit:all-normal', reason: 'element note[1]: no consent applies' }] }));
+  const withheld = kind === 'a' ? [] : Array.from({ length: 50 }, (_, i) => ({ disposition: 'withheld' as const, ...ref(200 + i), trace: deny(`Consent/bench-consents-c${1 + (i % 3)}`) }));
+  const redacted = kind === 'a' ? [] : released.slice(0, 10).map((r) => ({ disposition: 'redacted' as const, ...r, paths: ['note[1]'], trace: [{ layer: 'implicit-policy' as const, effect: 'redact' as const, rule: 'implicit:all-normal', reason: 'element note[1]: no consent applies' }] }));
   const consentDecisions = kind === 'a' ? [] : [1, 2].map((n) => ({ consent: `Consent/bench-consents-c${n}`, provision: 'provision', effect: 'deny' as const, reason: 'provision denies (deepest matching provision)' }));
   return {
     requestId: randomUUID(),
@@ -46,7 +46,8 @@ function record(kind: 'a' | 'b'): DisclosureRecord {
     context,
     clientId: 'bench-client',
     clientAddress: '127.0.0.1',
-    patients: [{ patientId: 'bench-consents', released, withheld, redacted, ignored: [], consentDecisions }],
+    // One disposition per resource: in (b) the first 10 released are redacted.
+    patients: [{ patientId: 'bench-consents', dispositions: [...redacted, ...released.slice(redacted.length).map((r) => ({ disposition: 'released' as const, ...r })), ...withheld], ignored: [], consentDecisions }],
   };
 }
 

@@ -18,7 +18,7 @@ import {
   type AuditDisposition,
   type BreakTheGlassReview,
 } from './extensions.ts';
-import type { DisclosureRecord, Interaction, PatientDisclosure } from './record.ts';
+import type { DisclosureRecord, Interaction, PatientDisclosure, ResourceDisposition } from './record.ts';
 import { withBulkCounts } from './bulk.ts';
 
 const BALP = 'https://profiles.ihe.net/ITI/BALP';
@@ -225,44 +225,31 @@ interface ResourceOutcome {
   part2: boolean;
 }
 
-/** One entry per resource version: a redacted resource was also released, the redaction is what counts. */
+const dispositionRank: Readonly<Record<AuditDisposition, number>> = { released: 0, redacted: 1, withheld: 2 };
+
+/**
+ * One entry per resource version, from enforcement's dispositions. A version decided more than once in a
+ * request (an include and a match) is recorded once, by its strongest disposition: withheld over redacted
+ * over released; released and redacted versions come first, then the withheld (the entity order audit keeps).
+ */
 function resourceOutcomes(patient: PatientDisclosure): ResourceOutcome[] {
   const byKey = new Map<string, ResourceOutcome>();
-  const key = (reference: string, versionId?: string): string => versioned(reference, versionId);
-  for (const r of patient.released) {
-    byKey.set(key(r.reference, r.versionId), {
-      reference: r.reference,
-      versionId: r.versionId,
-      disposition: 'released',
-      trace: r.labelled ?? [],
-      paths: [],
-      breakGlassUsed: r.breakGlassUsed === true,
-      part2: r.part2 === true,
+  const note = (d: ResourceDisposition): void => {
+    const key = versioned(d.reference, d.versionId);
+    const prior = byKey.get(key);
+    if (prior && dispositionRank[prior.disposition] > dispositionRank[d.disposition]) return;
+    byKey.set(key, {
+      reference: d.reference,
+      versionId: d.versionId,
+      disposition: d.disposition,
+      trace: d.disposition === 'released' ? (d.labelled ?? []) : d.trace,
+      paths: d.disposition === 'redacted' ? d.paths : [],
+      breakGlassUsed: d.disposition !== 'withheld' && d.breakGlassUsed === true,
+      part2: d.disposition !== 'withheld' && d.part2 === true,
     });
-  }
-  for (const r of patient.redacted) {
-    const prior = byKey.get(key(r.reference, r.versionId));
-    byKey.set(key(r.reference, r.versionId), {
-      reference: r.reference,
-      versionId: r.versionId,
-      disposition: 'redacted',
-      trace: r.trace,
-      paths: r.paths,
-      breakGlassUsed: prior?.breakGlassUsed ?? false,
-      part2: prior?.part2 ?? false,
-    });
-  }
-  for (const r of patient.withheld) {
-    byKey.set(key(r.reference, r.versionId), {
-      reference: r.reference,
-      versionId: r.versionId,
-      disposition: 'withheld',
-      trace: r.trace,
-      paths: [],
-      breakGlassUsed: false,
-      part2: false,
-    });
-  }
+  };
+  for (const d of patient.dispositions) if (d.disposition !== 'withheld') note(d);
+  for (const d of patient.dispositions) if (d.disposition === 'withheld') note(d);
   return [...byKey.values()];
 }
 
@@ -378,7 +365,7 @@ function queryEntity(record: DisclosureRecord): AuditEventEntity {
 }
 
 function breakTheGlassReview(record: DisclosureRecord, patient: PatientDisclosure | undefined): BreakTheGlassReview | undefined {
-  const releasedUnderBtg = patient !== undefined && patient.released.some((r) => r.breakGlassUsed === true);
+  const releasedUnderBtg = patient !== undefined && patient.dispositions.some((d) => d.disposition !== 'withheld' && d.breakGlassUsed === true);
   if (releasedUnderBtg) return 'btg-released';
   if (record.context?.breakGlass.inEffect === true) return 'btg-in-effect';
   if (record.breakGlassAttempt === true || record.context?.breakGlass.requested === true) return 'btg-attempt';
@@ -541,7 +528,7 @@ export function buildAuditEvents(record: DisclosureRecord, opts: AuditBuildOptio
   for (const patientId of record.requestedPatients ?? []) {
     if (covered.has(patientId)) continue;
     covered.add(patientId);
-    patients.push({ patientId, released: [], withheld: [], redacted: [], ignored: [], consentDecisions: [] });
+    patients.push({ patientId, dispositions: [], ignored: [], consentDecisions: [] });
   }
   if (record.bulk) return [withBulkCounts(restEvent(record, undefined, opts), record.bulk)];
   if (patients.length === 0) return [restEvent(record, undefined, opts)];

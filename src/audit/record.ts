@@ -21,7 +21,11 @@ export type Interaction =
   | 'delete'
   | 'capabilities';
 
+/** What enforcement did with one resource version, as audit and metrics read it (issue 18: one list, one entry each). */
+export type ResourceDisposition = ReleasedResource | RedactedResource | WithheldResource;
+
 export interface ReleasedResource {
+  readonly disposition: 'released';
   /** `Observation/o1` */
   readonly reference: string;
   readonly versionId?: string;
@@ -32,18 +36,23 @@ export interface ReleasedResource {
   readonly labelled?: readonly TraceEntry[];
 }
 
-export interface WithheldResource {
-  readonly reference: string;
-  readonly versionId?: string;
-  /** The trace of the decision that withheld it (or a single synthetic entry for scope refusals). */
-  readonly trace: readonly TraceEntry[];
-}
-
+/** Released with elements removed. */
 export interface RedactedResource {
+  readonly disposition: 'redacted';
   readonly reference: string;
   readonly versionId?: string;
   /** Element paths removed. */
   readonly paths: readonly string[];
+  readonly trace: readonly TraceEntry[];
+  readonly breakGlassUsed?: boolean;
+  readonly part2?: boolean;
+}
+
+export interface WithheldResource {
+  readonly disposition: 'withheld';
+  readonly reference: string;
+  readonly versionId?: string;
+  /** The trace of the decision that withheld it (or a single synthetic entry for scope refusals). */
   readonly trace: readonly TraceEntry[];
 }
 
@@ -51,9 +60,8 @@ export interface RedactedResource {
 export interface PatientDisclosure {
   /** Bare patient id. */
   readonly patientId: string;
-  readonly released: readonly ReleasedResource[];
-  readonly withheld: readonly WithheldResource[];
-  readonly redacted: readonly RedactedResource[];
+  /** One entry per resource decided for this patient, in the order enforcement decided them. */
+  readonly dispositions: readonly ResourceDisposition[];
   /** Rules that were ignored for this patient and why (invalid harm flag, non-computable consent…). */
   readonly ignored: readonly TraceEntry[];
   /** Consent decisions that mattered (one AuthZconsent event per consent + effect). */

@@ -158,7 +158,7 @@ export function compile(
     const reference = `Consent/${consent.id ?? '(no id)'}`;
     const legal = isLegalRestriction(consent);
     const layer = legal ? 'legal-restriction' : 'consent';
-    const status = enforcementStatus(consent, policy, now);
+    const status = enforcementStatus(consent, policy, now, inputs.invalid?.[reference]);
     statuses.push({ reference, ...status });
     if (status.status !== 'ENFORCEABLE') {
       ignored.push({ layer, effect: 'ignored', rule: reference, reason: `${status.status}: ${status.reason ?? ''}` });

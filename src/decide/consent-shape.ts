@@ -5,7 +5,6 @@ import type { DecisionPolicy } from '../config/policy.ts';
 import { canonicalSystem, CONSENT_SCOPE, DG_CODES, R5_CONSENT_DECISION, R5_CONSENT_PERIOD } from '../fhir/systems.ts';
 import { dateHigh, dateLow } from './resource-facts.ts';
 import type { EnforcementStatus } from './types.ts';
-import { isR5Consent, validatePolicyResource } from './validate.ts';
 
 type Json = Record<string, unknown>;
 export type Effect = 'permit' | 'deny';
@@ -25,7 +24,13 @@ export interface ConsentShape {
   readonly baseFrom: string;
 }
 
-const scopeCodes = new Set(['patient-privacy', 'research', 'treatment', 'adr']);
+const scopeCodes: ReadonlySet<string> = new Set(['patient-privacy', 'research', 'treatment', 'adr']);
+
+/** True for a Consent written in R5 shape (SPEC §4.1 reads those too); R4 validation does not apply. */
+export function isR5Consent(resource: { readonly resourceType: string }): boolean {
+  const r = resource as unknown as Record<string, unknown>;
+  return resource.resourceType === 'Consent' && (r.decision !== undefined || Array.isArray(r.provision));
+}
 
 /** SPEC §4.2: a Consent whose category carries DG#legal-restriction. */
 export function isLegalRestriction(consent: Consent): boolean {
@@ -175,15 +180,16 @@ function r5Tree(element: Json, path: string, effect: Effect): ProvisionShape {
   };
 }
 
-/** SPEC §7 $consent-enforcement-status: is this consent in force and computable? */
+/** SPEC §7 $consent-enforcement-status: is this consent in force and computable? `validationFailure` is the
+ * validator's message when the policy store found the consent not valid FHIR R4 (decide/ does not validate). */
 export function enforcementStatus(
   consent: Consent,
   policy: DecisionPolicy,
   now: Date,
+  validationFailure?: string,
 ): { status: EnforcementStatus; reason?: string } {
   if (consent.status !== 'active') return { status: 'INACTIVE', reason: `status is ${consent.status ?? 'absent'}, not active` };
-  const validity = validatePolicyResource(consent);
-  if (!validity.valid) return { status: 'UNSUPPORTED', reason: `does not validate as FHIR R4: ${validity.message}` };
+  if (validationFailure !== undefined) return { status: 'UNSUPPORTED', reason: `does not validate as FHIR R4: ${validationFailure}` };
   const legal = isLegalRestriction(consent);
   if (!legal) {
     const scopes = consentScopeCodes(consent);

@@ -4,7 +4,6 @@ import { DG_CODES, DG_EXT_HARM_GROUND, DG_EXT_WITHHELD_DATA } from '../fhir/syst
 import { periodContains } from './consent-shape.ts';
 import { isForeignKey, keyType, referenceKey } from '../fhir/references.ts';
 import type { PatientPolicyInputs } from './types.ts';
-import { validatePolicyResource } from './validate.ts';
 
 export type HarmGround = 'harm-life-safety' | 'harm-other-person' | 'harm-representative';
 
@@ -18,7 +17,7 @@ export const harmGroundMeaning: Readonly<Record<HarmGround, string>> = {
     'a licensed health care professional has determined that access by this personal representative is reasonably likely to cause substantial harm to the patient or another person',
 };
 
-const grounds = new Set<string>(Object.keys(harmGroundMeaning));
+const grounds: ReadonlySet<string> = new Set<string>(Object.keys(harmGroundMeaning));
 
 /** The refusal text stated to the patient or representative. */
 export function harmRefusalText(ground: HarmGround): string {
@@ -34,8 +33,9 @@ export function harmDeterminationValidity(
   inputs: PatientPolicyInputs,
   now: Date,
 ): { valid: true; ground: HarmGround; withheld: string[] } | { valid: false; reason: string } {
-  const validity = validatePolicyResource(flag);
-  if (!validity.valid) return { valid: false, reason: `does not validate as FHIR R4: ${validity.message}` };
+  // Validated by the policy store when it loaded the flag (issue 18: decide/ does no I/O).
+  const invalid = inputs.invalid?.[`Flag/${flag.id ?? '(no id)'}`];
+  if (invalid !== undefined) return { valid: false, reason: `does not validate as FHIR R4: ${invalid}` };
   if (flag.status !== 'active') return { valid: false, reason: `status is ${flag.status}, not active` };
   const isHarm = (flag.code?.coding ?? []).some((c) => c.system === DG_CODES && c.code === 'harm-determination');
   if (!isHarm) return { valid: false, reason: 'code is not DG#harm-determination' };

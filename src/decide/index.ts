@@ -2,9 +2,10 @@
 export { compile } from './compile.ts';
 export type { CompiledPatientPolicy, PolicyStatus } from './compile.ts';
 export { evaluate } from './evaluate.ts';
+export { binaryRefusal, launchPatientRefusal, type AccessFacts } from './access.ts';
+export { combineDecisions, refusal, storedBundleDecision, ungoverned, withContainedDecided } from './combine.ts';
 export { enforcementStatus, isLegalRestriction } from './consent-shape.ts';
 export { harmDeterminationValidity, harmRefusalText } from './harm.ts';
 export type { HarmGround } from './harm.ts';
 export { clinicalDate } from './resource-facts.ts';
-export { validatePolicyResource } from './validate.ts';
 export type * from './types.ts';

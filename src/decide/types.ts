@@ -25,7 +25,13 @@ export interface PatientPolicyInputs {
   /** The upstream's and the gateway's bases: a resource's absolute references on them are local (SPEC §4.1).
    * Optional: without them every absolute reference in a resource is another server's. */
   readonly localBases?: readonly string[];
+  /** Consents and Flags (`Consent/id`, `Flag/id`) that failed FHIR R4 validation when the policy store
+   * loaded them → the validator's message. Validation reads definitions from disk, so it is done in
+   * policy/ once per resource; decide/ only reads the result. Absent: none failed. */
+  readonly invalid?: Readonly<Record<string, string>>;
 }
+
+export type PolicyResourceValidity = { readonly valid: true } | { readonly valid: false; readonly message: string };
 
 /** The requester, resolved: every reference and identifier under which a rule may name them. */
 export interface Requester {

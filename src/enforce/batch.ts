@@ -4,9 +4,9 @@
 // operation there too. A transaction's writes are each planned (every check) before any is sent, then
 // reach the upstream as one transaction; what it answers is decided before the client sees it.
 import type { Binary, Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
-import { badRequest, forbidden, GatewayError, operationOutcome, resourceBody } from '../fhir/outcome.ts';
+import { badRequest, forbidden, GatewayError, resourceBody } from '../fhir/outcome.ts';
 import { confinedToLaunchPatient } from '../provenance/scopes.ts';
-import { upstreamResource } from '../upstream/index.ts';
+import { isUpstreamError, upstreamFailure, upstreamResource } from '../upstream/index.ts';
 import { dispatch } from './dispatch.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { assembledBundle, gatewayAuthored, type ReleasableEntry } from './reply.ts';
@@ -73,8 +73,10 @@ function replyEntry(reply: Reply): ReleasableEntry {
 
 function failureEntry(err: unknown): ReleasableEntry {
   if (err instanceof GatewayError) return { response: { status: String(err.status), outcome: gatewayAuthored(err.outcome) } };
-  const status = (err as { status?: number }).status;
-  if (typeof status === 'number' && status >= 400) return { response: { status: String(status), outcome: gatewayAuthored(operationOutcome('exception', 'the entry failed')) } };
+  if (isUpstreamError(err)) {
+    const failure = upstreamFailure(err, { failed: 'the entry failed' });
+    return { response: { status: String(failure.status), outcome: gatewayAuthored(failure.outcome) } };
+  }
   throw err; // an unexpected failure fails the whole request closed
 }
 
@@ -103,7 +105,7 @@ async function sendTransaction(x: Exchange, writes: readonly { entry: BundleEntr
   const response = await x.deps.upstream.request({ method: 'POST', path: '', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(upstreamBundle), requestId: x.ctx.requestId, strict: true, expectJson: true });
   if (response.status >= 400) {
     for (const { plan } of writes) for (const r of [plan.previous, plan.resource]) if (r?.id) x.deps.store.invalidateResource(r);
-    throw new GatewayError(response.status === 409 || response.status === 412 ? response.status : 400, 'processing', 'the upstream server refused the transaction');
+    throw upstreamFailure(response.status, { failed: 'the upstream server failed the transaction', refused: 'the upstream server refused the transaction' }, { kept: [409, 412], otherwise: 400 });
   }
   const answered = upstreamResource<Bundle>(response)?.entry ?? [];
   const results: ReleasableEntry[] = [];

@@ -1,8 +1,7 @@
 // The two unauthenticated documents (SPEC §3): the CapabilityStatement, taken from the upstream and
 // restated for the gateway, and the SMART configuration.
 import type { CapabilityStatement, CapabilityStatementRest } from '@medplum/fhirtypes';
-import { GatewayError } from '../fhir/outcome.ts';
-import type { UpstreamClient } from '../upstream/index.ts';
+import { type UpstreamClient, upstreamFailure } from '../upstream/index.ts';
 
 export interface SmartConfiguration {
   readonly issuer: string;
@@ -16,7 +15,7 @@ const writeInteractions = new Set(['create', 'update', 'patch', 'delete']);
 
 export async function capabilityStatement(upstream: UpstreamClient, fhirBase: string, smart: SmartConfiguration, requestId: string): Promise<CapabilityStatement> {
   const { status, resource } = await upstream.readJson<CapabilityStatement>('metadata', { requestId });
-  if (status >= 400 || resource.resourceType !== 'CapabilityStatement') throw new GatewayError(502, 'exception', 'the upstream did not answer its capability statement');
+  if (status >= 400 || resource.resourceType !== 'CapabilityStatement') throw upstreamFailure(status, { failed: 'the upstream did not answer its capability statement' });
   const rest: CapabilityStatementRest[] = (resource.rest ?? []).map((r) => ({
     ...r,
     security: {

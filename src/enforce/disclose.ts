@@ -1,10 +1,22 @@
 // One request's decisions: finds each resource's patients, decides it under every one of their policies
 // (deny wins, SPEC §5), applies the obligations, and keeps the per-patient account that audit records.
 import { isResourceType } from '@medplum/core';
-import type { Bundle, Resource } from '@medplum/fhirtypes';
-import type { PatientDisclosure, RedactedResource, ReleasedResource, WithheldResource } from '../audit/record.ts';
+import type { Resource } from '@medplum/fhirtypes';
+import type { PatientDisclosure, ResourceDisposition } from '../audit/record.ts';
 import type { DecisionPolicy } from '../config/policy.ts';
-import { compile, evaluate, type CompiledPatientPolicy } from '../decide/index.ts';
+import {
+  type AccessFacts,
+  binaryRefusal,
+  combineDecisions,
+  compile,
+  evaluate,
+  launchPatientRefusal,
+  refusal,
+  storedBundleDecision,
+  ungoverned,
+  withContainedDecided,
+  type CompiledPatientPolicy,
+} from '../decide/index.ts';
 import type { Decision, Obligation, PatientPolicyInputs, Requester, TraceEntry } from '../decide/types.ts';
 import type { ComputedLabels, SecurityLabeler } from '../label/index.ts';
 import { attributePatients, type PatientAttribution, patientsOf } from '../fhir/compartment.ts';
@@ -39,48 +51,14 @@ function reference(resource: Resource): string {
   return `${resource.resourceType}/${resource.id ?? ''}`;
 }
 
-function refusal(rule: string, reason: string): Decision {
-  return { outcome: 'deny', obligations: [], trace: [{ layer: 'scope', effect: 'deny', rule, reason }], breakGlassUsed: false, part2: false };
-}
-
-/** A permit that no patient's rules govern, with the reason it was released. */
-function ungoverned(reason: string): Decision {
-  return { outcome: 'permit', obligations: [], trace: [{ layer: 'not-patient-data', effect: 'permit', rule: 'scope', reason }], breakGlassUsed: false, part2: false };
-}
-
 const notPatientData = ungoverned('not in any patient compartment; released under the granted scopes');
 const auditRecordAccess = ungoverned('audit record released under an auditor scope');
 
-function sameObligation(a: Obligation, b: Obligation): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
-}
-
-/** Deny from any patient wins; otherwise the union of every patient's obligations. */
-export function combineDecisions(decisions: readonly Decision[]): Decision {
-  if (decisions.length === 1) return decisions[0];
-  const trace = decisions.flatMap((d) => d.trace);
-  const obligations: Obligation[] = [];
-  const denied = decisions.some((d) => d.outcome === 'deny');
-  for (const d of decisions) {
-    for (const o of d.obligations) {
-      if (denied && o.kind !== 'harm-refusal') continue;
-      if (!obligations.some((x) => sameObligation(x, o))) obligations.push(o);
-    }
-  }
-  if (denied) return { outcome: 'deny', obligations, trace, breakGlassUsed: false, part2: decisions.some((d) => d.part2) };
-  return {
-    outcome: decisions.some((d) => d.outcome === 'redact') ? 'redact' : 'permit',
-    obligations,
-    trace,
-    breakGlassUsed: decisions.some((d) => d.breakGlassUsed),
-    part2: decisions.some((d) => d.part2),
-  };
-}
+/** Deny-wins across a resource's patients (SPEC §5): a pure rule of decide/, re-exported where enforcement used it. */
+export { combineDecisions };
 
 interface PatientAccount {
-  released: ReleasedResource[];
-  withheld: WithheldResource[];
-  redacted: RedactedResource[];
+  dispositions: ResourceDisposition[];
   ignored: Map<string, TraceEntry>;
   consentDecisions: Map<string, PatientDisclosure['consentDecisions'][number]>;
 }
@@ -119,6 +97,7 @@ export class DisclosureSession {
   private readonly scopeByType = new Map<string, ReturnType<typeof grantedQueries>>();
   private readonly accounts = new Map<string, PatientAccount>();
   private unpatientedPolicy?: CompiledPatientPolicy;
+  private facts?: AccessFacts;
   /** Harm-determination refusals met in this request, to be stated to the patient (SPEC §4.3). */
   readonly harmRefusals: Extract<Obligation, { kind: 'harm-refusal' }>[] = [];
   /** Number of resources withheld in this request (metrics). */
@@ -217,31 +196,6 @@ export class DisclosureSession {
     return this.deps.labeler.label(resource);
   }
 
-  /** A stored Bundle is released whole or not at all: only when every resource in it may be released unchanged. */
-  private storedBundle(bundle: Bundle, access: ScopeInteraction): Decision {
-    const trace: TraceEntry[] = [];
-    let breakGlassUsed = false;
-    for (const entry of bundle.entry ?? []) {
-      if (!entry.resource) continue;
-      const inner = this.decideRaw(entry.resource, access, this.patientsOf(entry.resource));
-      // Computed labels alone do not change a stored copy enough to withhold it (SPEC §4.7 adds sensitivity, not secrecy).
-      if (inner.outcome !== 'permit' || inner.obligations.some((o) => o.kind !== 'harm-refusal' && o.kind !== 'add-security-label')) {
-        const layer = inner.trace.find((t) => t.effect === 'deny' || t.effect === 'redact')?.layer ?? 'scope';
-        const reason = 'a stored Bundle is released only when every resource in it may be released unchanged';
-        return {
-          outcome: 'deny',
-          obligations: inner.obligations.filter((o) => o.kind === 'harm-refusal'),
-          trace: [...inner.trace, { layer, effect: 'deny', rule: `Bundle/${bundle.id ?? ''}`, reason }],
-          breakGlassUsed: false,
-          part2: inner.part2,
-        };
-      }
-      trace.push(...inner.trace);
-      breakGlassUsed ||= inner.breakGlassUsed;
-    }
-    return { outcome: 'permit', obligations: [], trace, breakGlassUsed, part2: false };
-  }
-
   private withinScopes(resource: Resource, access: ScopeInteraction): boolean {
     const key = `${resource.resourceType}|${access}`;
     let granted = this.scopeByType.get(key);
@@ -252,6 +206,15 @@ export class DisclosureSession {
     if (granted === 'unrestricted') return true;
     if (granted === 'none') return false;
     return resourceMatchesScopes(this.ctx, resource, access);
+  }
+
+  /** What decide/'s access rules read about this requester (decide/access.ts). */
+  private accessFacts(): AccessFacts {
+    return (this.facts ??= {
+      confinedToLaunchPatient: confinedToLaunchPatient(this.ctx),
+      launchPatient: this.ctx.patient,
+      systemClient: this.requester.clientKind === 'system',
+    });
   }
 
   private patientPolicy(id: string): CompiledPatientPolicy {
@@ -265,24 +228,21 @@ export class DisclosureSession {
     // Only a FHIR resource can be decided; anything else the upstream answered (GraphQL JSON) is not data about no one.
     if (!isFhirResource(resource)) return refusal('not-a-resource', 'not a FHIR resource the gateway can decide');
     if (!this.withinScopes(resource, access)) return refusal('scope', 'outside the granted SMART scopes');
-    if (resource.resourceType === 'Binary' && !contextChecked && resource.securityContext?.reference && patientsOf(resource, this.deps.policies.localBases).length === 0) {
+    if (resource.resourceType === 'Binary') {
       // Its security context decides a Binary; only a read resolves that context (interactions.read).
-      return refusal('security-context', 'a Binary governed by another resource is released only by reading it');
-    }
-    if (resource.resourceType === 'Binary' && !resource.securityContext?.reference && this.requester.clientKind !== 'system') {
-      // SPEC §5: a Binary without a security context may be anyone's; only system/ clients receive it.
-      return refusal('security-context', 'a Binary without a security context is released only to system clients');
+      const governedElsewhere = !!resource.securityContext?.reference && patientsOf(resource, this.deps.policies.localBases).length === 0;
+      const refused = binaryRefusal(resource, this.accessFacts(), { contextChecked, governedElsewhere });
+      if (refused) return refused;
     }
     if (this.unattributed.has(resource)) {
       // SPEC §5: a patient the gateway cannot resolve cannot be asked; the resource is withheld.
       return refusal('patient-attribution', 'names a patient that cannot be resolved to a local patient');
     }
     if (resource.resourceType === 'AuditEvent' && !holdsAuditEventScope(ctx, access)) return refusal('scope', 'audit records need an auditor scope');
-    if (resource.resourceType === 'Bundle') return this.storedBundle(resource, access);
+    if (resource.resourceType === 'Bundle') return storedBundleDecision(resource, (entry) => this.decideRaw(entry, access, this.patientsOf(entry)));
     // Confined to the launch patient (whatever other scopes the token holds); without a launch patient, to none.
-    if (confinedToLaunchPatient(ctx) && patients.length > 0 && (ctx.patient === undefined || !patients.includes(ctx.patient))) {
-      return refusal('patient-context', 'outside the launch patient’s compartment');
-    }
+    const outsideLaunchPatient = launchPatientRefusal(this.accessFacts(), patients);
+    if (outsideLaunchPatient) return outsideLaunchPatient;
     if (resource.resourceType === 'AuditEvent') return auditRecordAccess;
     if (patients.length === 0) {
       const labels = resource.meta?.security ?? [];
@@ -296,27 +256,13 @@ export class DisclosureSession {
     return combineDecisions(decisions);
   }
 
-  /** Decides contained resources with their container's patients; a denied one is removed (SPEC §5). */
-  private withContainedDecided(decision: Decision, resource: Resource, access: ScopeInteraction, patients: readonly string[]): Decision {
-    const contained = (resource as { contained?: Resource[] }).contained;
-    if (!contained?.length || decision.outcome === 'deny') return decision;
-    const removals: Obligation[] = [];
-    const trace: TraceEntry[] = [];
-    contained.forEach((inner, index) => {
-      const innerDecision = patients.length === 0 ? this.decideRaw(inner, access, []) : combineDecisions(patients.map((id) => evaluate(this.patientPolicy(id), inner, this.labelsOf(inner))));
-      if (innerDecision.outcome === 'deny') {
-        removals.push({ kind: 'redact', path: `contained[${index}]`, reason: 'contained resource withheld' });
-        trace.push(...innerDecision.trace);
-      }
-    });
-    if (removals.length === 0) return decision;
-    return { ...decision, outcome: 'redact', obligations: [...decision.obligations, ...removals], trace: [...decision.trace, ...trace] };
-  }
-
   /** Decides one resource and, unless told not to, records the outcome in each of its patients' accounts. */
   decide(resource: Resource, access: ScopeInteraction = 'r', opts: { readonly record?: boolean; readonly patients?: readonly string[]; readonly contextChecked?: boolean } = {}): Verdict {
     const patients = opts.patients ?? this.patientsOf(resource);
-    const decision = this.withContainedDecided(this.decideRaw(resource, access, patients, opts.contextChecked), resource, access, patients);
+    // SPEC §5: contained resources are decided with their container's patients (decide/combine.ts).
+    const decision = withContainedDecided(this.decideRaw(resource, access, patients, opts.contextChecked), resource, (inner) =>
+      patients.length === 0 ? this.decideRaw(inner, access, []) : combineDecisions(patients.map((id) => evaluate(this.patientPolicy(id), inner, this.labelsOf(inner)))),
+    );
     const verdict: Verdict = decision.outcome === 'deny' ? { released: false, decision, patients } : { released: true, resource: decidedRelease(applyObligations(resource, decision)), decision, patients };
     if (opts.record !== false) this.record(resource, verdict);
     return verdict;
@@ -339,25 +285,27 @@ export class DisclosureSession {
       }
       if (!stated) this.withheldUnstated++;
       for (const id of patients) {
-        this.account(id, decision).withheld.push({ reference: ref, versionId, trace: decision.trace });
+        this.account(id, decision).dispositions.push({ disposition: 'withheld', reference: ref, versionId, trace: decision.trace });
       }
       return;
     }
     const paths = decision.obligations.flatMap((o) => (o.kind === 'redact' ? [o.path] : []));
     // SPEC §4.7: the audit names the rule set, system and code of each label a released resource gained.
     const labelled = labelTrace(decision.trace);
-    for (const id of patients) {
-      const account = this.account(id, decision);
-      account.released.push({ reference: ref, versionId, breakGlassUsed: decision.breakGlassUsed || undefined, part2: decision.part2 || undefined, labelled });
-      if (paths.length > 0) account.redacted.push({ reference: ref, versionId, paths, trace: decision.trace });
-    }
+    const breakGlassUsed = decision.breakGlassUsed || undefined;
+    const part2 = decision.part2 || undefined;
+    const disposition: ResourceDisposition =
+      paths.length > 0
+        ? { disposition: 'redacted', reference: ref, versionId, paths, trace: decision.trace, breakGlassUsed, part2 }
+        : { disposition: 'released', reference: ref, versionId, breakGlassUsed, part2, labelled };
+    for (const id of patients) this.account(id, decision).dispositions.push(disposition);
   }
 
   /** One patient’s account, noting the consents that decided and the rules that were ignored. */
   private account(patientId: string, decision: Decision): PatientAccount {
     let account = this.accounts.get(patientId);
     if (!account) {
-      account = { released: [], withheld: [], redacted: [], ignored: new Map(), consentDecisions: new Map() };
+      account = { dispositions: [], ignored: new Map(), consentDecisions: new Map() };
       this.accounts.set(patientId, account);
     }
     for (const entry of decision.trace) {
@@ -374,15 +322,13 @@ export class DisclosureSession {
 
   /** Notes a patient the request was about even if nothing of theirs was returned (an empty search). */
   touch(patientId: string): void {
-    if (!this.accounts.has(patientId)) this.accounts.set(patientId, { released: [], withheld: [], redacted: [], ignored: new Map(), consentDecisions: new Map() });
+    if (!this.accounts.has(patientId)) this.accounts.set(patientId, { dispositions: [], ignored: new Map(), consentDecisions: new Map() });
   }
 
   disclosures(): PatientDisclosure[] {
     return [...this.accounts.entries()].map(([patientId, a]) => ({
       patientId,
-      released: a.released,
-      withheld: a.withheld,
-      redacted: a.redacted,
+      dispositions: a.dispositions,
       ignored: [...a.ignored.values()],
       consentDecisions: [...a.consentDecisions.values()],
     }));

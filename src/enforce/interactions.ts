@@ -7,6 +7,7 @@ import type { ScopeInteraction } from '../provenance/context.ts';
 import { keyType, localKey, referenceKey } from '../fhir/references.ts';
 import { confineSearch, patientsNamedBy } from '../provenance/confine.ts';
 import { allows, grantedQueries, holdsAuditEventScope, mayConcernPatient } from '../provenance/scopes.ts';
+import { upstreamFailure } from '../upstream/index.ts';
 import type { CursorState } from './cursor.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { listingBundle, runListing, upstreamPageSize, type ListingRequest } from './listing.ts';
@@ -38,9 +39,9 @@ function etagHeaders(resource: Resource): Record<string, string> {
 async function readUpstreamResource(x: Exchange, path: string, resourceType: string, id: string): Promise<Resource | undefined> {
   const { status, resource } = await x.deps.upstream.readJson<Resource>(path, { requestId: x.ctx.requestId });
   if (status === 404 || status === 410) return undefined;
-  if (status >= 400) throw new GatewayError(502, 'exception', 'the upstream server failed to read the resource');
+  if (status >= 400) throw upstreamFailure(status, { failed: 'the upstream server failed to read the resource' });
   // An upstream that answers with another resource than asked is not trusted with a disclosure.
-  if (resource.resourceType !== resourceType || resource.id !== id) throw new GatewayError(502, 'exception', 'the upstream answered with a different resource');
+  if (resource.resourceType !== resourceType || resource.id !== id) throw upstreamFailure(status, { failed: 'the upstream answered with a different resource' });
   return resource;
 }
 
@@ -173,7 +174,7 @@ async function resolvePatientIdentifiers(x: Exchange, params: URLSearchParams): 
     const ids = new Set<string>();
     for (const identifier of value.split(',').filter(Boolean)) {
       const { status, resource } = await x.deps.upstream.readJson<Bundle>(`Patient?identifier=${encodeURIComponent(identifier)}&_count=50`, { requestId: x.ctx.requestId });
-      if (status >= 400 || resource.resourceType !== 'Bundle') throw new GatewayError(502, 'exception', 'the upstream failed to look up the patient identifier');
+      if (status >= 400 || resource.resourceType !== 'Bundle') throw upstreamFailure(status, { failed: 'the upstream failed to look up the patient identifier' });
       for (const e of resource.entry ?? []) if (e.resource?.resourceType === 'Patient' && e.resource.id) ids.add(e.resource.id);
     }
     const allowed = [...ids].filter((id) => mayConcernPatient(x.ctx, id));
@@ -292,7 +293,7 @@ async function currentVersionGate(x: Exchange, resources: Resource[]): Promise<S
         }
         continue;
       }
-      if (status >= 400 || bundle.resourceType !== 'Bundle') throw new GatewayError(502, 'exception', 'the upstream failed to read current versions');
+      if (status >= 400 || bundle.resourceType !== 'Bundle') throw upstreamFailure(status, { failed: 'the upstream failed to read current versions' });
       for (const e of bundle.entry ?? []) if (e.resource && e.search?.mode !== 'include') currents.push(e.resource);
     }
     await x.session.prepare(currents);

@@ -5,7 +5,7 @@ import type { Bundle, BundleEntry, Coding, OperationOutcome, Resource } from '@m
 import { GatewayError } from '../fhir/outcome.ts';
 import { canonicalSystem, V3_CONFIDENTIALITY } from '../fhir/systems.ts';
 import { referencesIn } from '../fhir/references.ts';
-import type { UpstreamClient } from '../upstream/index.ts';
+import { type UpstreamClient, upstreamFailure } from '../upstream/index.ts';
 import type { CursorState } from './cursor.ts';
 import type { DisclosureSession, Verdict } from './disclose.ts';
 import { assembledBundle, gatewayAuthored, type Releasable, type ReleasableEntry } from './reply.ts';
@@ -110,13 +110,13 @@ export async function runListing(
     pages++;
     const { status, resource: page } = await upstream.readJson<Bundle>(path, { requestId: opts.requestId });
     if (status === 404 || status === 410) throw new GatewayError(404, 'not-found', 'resource not found');
-    if (status >= 400) throw new GatewayError(status === 400 ? 400 : 502, status === 400 ? 'invalid' : 'exception', status === 400 ? 'the upstream server rejected the search' : 'the upstream server failed');
-    if (page.resourceType !== 'Bundle') throw new GatewayError(502, 'exception', 'the upstream answered a search with something other than a Bundle');
+    if (status >= 400) throw upstreamFailure(status, { failed: 'the upstream server failed', refused: 'the upstream server rejected the search' }, { kept: [400] });
+    if (page.resourceType !== 'Bundle') throw upstreamFailure(status, { failed: 'the upstream answered a search with something other than a Bundle' });
     const entries = page.entry ?? [];
     const upstreamNext = page.link?.find((l) => l.relation === 'next')?.url;
     const nextUpstream = upstreamNext === undefined ? undefined : upstream.rewriteUpstreamUrl(upstreamNext);
     // A next link leaving the upstream is never followed (SPEC §5); the request fails closed.
-    if (nextUpstream === null) throw new GatewayError(502, 'exception', 'the upstream returned a paging link outside its base');
+    if (nextUpstream === null) throw upstreamFailure(status, { failed: 'the upstream returned a paging link outside its base' });
     const resources = entries.flatMap((e) => (e.resource && e.search?.mode !== 'outcome' ? [e.resource] : []));
     await session.prepare(resources);
     // History: a version is released only if the current version of the same resource is (a label added

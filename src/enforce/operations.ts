@@ -3,6 +3,7 @@
 // of their answers still decided. Anything else is refused.
 import type { Bundle, Consent, Parameters, ParametersParameter, Resource } from '@medplum/fhirtypes';
 import { enforcementStatus } from '../decide/index.ts';
+import { validationFailure } from '../policy/index.ts';
 import type { Decision, Obligation } from '../decide/types.ts';
 import { badRequest, forbidden, GatewayError, notFound, operationOutcome, resourceBody } from '../fhir/outcome.ts';
 import type { SecurityLabeler } from '../label/index.ts';
@@ -10,7 +11,7 @@ import type { RequestContext } from '../provenance/context.ts';
 import { localKey, referenceKey } from '../fhir/references.ts';
 import { withinPatientContext } from '../provenance/confine.ts';
 import { holdsAuditEventScope, mayConcernPatient, parseScopes } from '../provenance/scopes.ts';
-import { upstreamResource } from '../upstream/index.ts';
+import { upstreamFailure, upstreamResource } from '../upstream/index.ts';
 import { DisclosureSession } from './disclose.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { assembledBundle, echoedToSender, gatewayAuthored } from './reply.ts';
@@ -67,7 +68,8 @@ async function explain(x: Exchange): Promise<Reply> {
     const relative = localKey(referenceKey(ref, x.deps.store.localBases));
     if (!relative) throw badRequest('resource or reference is required');
     const read = await x.deps.upstream.readJson<Resource>(relative, { requestId: x.ctx.requestId });
-    // another patient's resource, for a token confined to its launch patient, reads as a missing one
+    // another patient's resource, for a token confined to its launch patient, reads as a missing one; so does
+    // any upstream refusal of the read (the explain endpoint conceals like a read, not an upstream failure)
     if (read.status >= 400 || !withinPatientContext(x.ctx, read.resource)) throw notFound();
     resource = read.resource;
   } else if (!withinPatientContext(x.ctx, resource)) {
@@ -97,7 +99,7 @@ async function explain(x: Exchange): Promise<Reply> {
 }
 
 function statusParameter(consent: Consent, x: Exchange): ParametersParameter {
-  const { status, reason } = enforcementStatus(consent, x.deps.policy, x.deps.now());
+  const { status, reason } = enforcementStatus(consent, x.deps.policy, x.deps.now(), validationFailure(consent));
   const part: ParametersParameter[] = [
     { name: 'reference', valueReference: { reference: `Consent/${consent.id}` } },
     { name: 'status', valueCode: status },
@@ -112,7 +114,7 @@ async function consentEnforcementStatus(x: Exchange, resourceType: string, id: s
   if (resourceType === 'Consent') {
     const read = await x.deps.upstream.readJson<Consent>(`Consent/${id}`, { requestId: x.ctx.requestId });
     if (read.status === 404 || read.status === 410) throw notFound();
-    if (read.status >= 400 || read.resource.resourceType !== 'Consent') throw new GatewayError(502, 'exception', 'the upstream failed to read the consent');
+    if (read.status >= 400 || read.resource.resourceType !== 'Consent') throw upstreamFailure(read.status, { failed: 'the upstream failed to read the consent' });
     // another patient's consent, for a token confined to its launch patient, reads as a missing one
     if (!withinPatientContext(x.ctx, read.resource)) throw notFound();
     consents = [read.resource];
@@ -153,10 +155,10 @@ async function allowedOperation(x: Exchange, method: string, name: string, resou
     strict: true,
     expectJson: true,
   });
-  if (response.status >= 400) throw new GatewayError(response.status === 404 ? 404 : 400, 'processing', 'the upstream server refused the operation');
+  if (response.status >= 400) throw upstreamFailure(response.status, { failed: 'the upstream server failed the operation', refused: 'the upstream server refused the operation' }, { kept: [404], otherwise: 400 });
   const answer = upstreamResource(response);
   // GraphQL and other non-FHIR answers cannot be decided per resource: never released (SPEC §5).
-  if (!answer) throw new GatewayError(502, 'exception', 'the upstream answered the operation with something other than a FHIR resource');
+  if (!answer) throw upstreamFailure(response.status, { failed: 'the upstream answered the operation with something other than a FHIR resource' });
   if (answer.resourceType === 'Bundle') {
     const bundle = answer as Bundle;
     const resources = (bundle.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : []));

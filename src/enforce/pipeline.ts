@@ -18,6 +18,7 @@ import { securityLabel } from './operations.ts';
 import { bulkRecord, sendDecidedStream } from './export.ts';
 import { auditInteraction, parseFhirRoute, type FhirRoute } from './route.ts';
 import { gatewayAuthored } from './reply.ts';
+import { isUpstreamError, upstreamFailure } from '../upstream/index.ts';
 
 export interface AuditSink {
   /** Resolves once the request's events are durable; rejects when they cannot be written. */
@@ -71,11 +72,10 @@ function rawQueryOf(req: Request): string {
 
 function errorReply(err: unknown, deps: PipelineDeps, requestId: string): Reply & { desc: string } {
   if (err instanceof GatewayError) return { status: err.status, body: gatewayAuthored(err.outcome), headers: err.headers, desc: err.message };
-  const status = (err as { status?: unknown }).status;
-  if (typeof status === 'number' && status >= 400 && status < 600 && (err as { code?: unknown }).code !== undefined) {
+  if (isUpstreamError(err)) {
     // Upstream failures carry their 502/503/504 (SPEC §5: fail closed).
-    const text = status === 504 ? 'the upstream server did not answer in time' : 'the upstream server failed';
-    return { status, body: gatewayAuthored(operationOutcome(status === 504 ? 'timeout' : 'exception', text)), desc: text };
+    const failure = upstreamFailure(err, { failed: 'the upstream server failed' });
+    return { status: failure.status, body: gatewayAuthored(failure.outcome), desc: failure.message };
   }
   deps.logger.error({ requestId, err: { name: (err as Error)?.name, message: (err as Error)?.message, stack: (err as Error)?.stack } }, 'request failed');
   return { status: 500, body: gatewayAuthored(operationOutcome('exception', 'the gateway failed to process the request; nothing was released')), desc: 'internal error' };
@@ -211,10 +211,12 @@ export function fhirRouter(deps: PipelineDeps): Router {
       const s = exchange.session;
       for (const layer of s.withheldLayers) deps.metrics.withheld.inc({ layer });
       for (const p of record.patients) {
-        deps.metrics.decisions.inc({ outcome: 'permit' }, p.released.length - p.redacted.length);
-        deps.metrics.decisions.inc({ outcome: 'redact' }, p.redacted.length);
-        deps.metrics.decisions.inc({ outcome: 'deny' }, p.withheld.length);
-        if (p.redacted.length) deps.metrics.redacted.inc(p.redacted.length);
+        const counts = { released: 0, redacted: 0, withheld: 0 };
+        for (const d of p.dispositions) counts[d.disposition]++;
+        deps.metrics.decisions.inc({ outcome: 'permit' }, counts.released);
+        deps.metrics.decisions.inc({ outcome: 'redact' }, counts.redacted);
+        deps.metrics.decisions.inc({ outcome: 'deny' }, counts.withheld);
+        if (counts.redacted) deps.metrics.redacted.inc(counts.redacted);
       }
     }
     send(res, req, reply);

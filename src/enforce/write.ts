@@ -8,7 +8,7 @@ import { attributePatients, patientsOf } from '../fhir/compartment.ts';
 import { badRequest, forbidden, GatewayError, notFound, resourceBody } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
 import { confinedToLaunchPatient, mayConcernPatient, resourceMatchesScopes } from '../provenance/scopes.ts';
-import { upstreamResource } from '../upstream/index.ts';
+import { upstreamFailure, upstreamResource } from '../upstream/index.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { concealed, requireScope } from './interactions.ts';
 import { guardPolicyWrite, invalidatesPolicy } from './policy-write.ts';
@@ -78,7 +78,7 @@ async function readPrevious(x: Exchange, kind: WriteKind, resourceType: string, 
     if (kind === 'update' && x.ctx.kinds.has('system') && !confinedToLaunchPatient(x.ctx)) return undefined;
     throw notFound();
   }
-  if (read.status >= 400 || read.resource.resourceType !== resourceType || read.resource.id !== id) throw new GatewayError(502, 'exception', 'the upstream server failed to read the resource');
+  if (read.status >= 400 || read.resource.resourceType !== resourceType || read.resource.id !== id) throw upstreamFailure(read.status, { failed: 'the upstream server failed to read the resource' });
   const previous = read.resource;
   confineWrite(x, previous);
   if (!resourceMatchesScopes(x.ctx, previous, scopeFor[kind])) throw forbidden();
@@ -158,8 +158,7 @@ export async function writeReply(x: Exchange, plan: PlannedWrite, status: number
   }
   if (status >= 400) {
     // The upstream's own outcome may echo stored data; the client gets the status with the gateway's words.
-    const code = status === 404 || status === 410 ? 404 : status === 409 || status === 412 ? status : 400;
-    throw new GatewayError(code, code === 404 ? 'not-found' : code === 400 ? 'invalid' : 'conflict', `the upstream server refused the ${plan.kind}`);
+    throw upstreamFailure(status, { failed: `the upstream server failed the ${plan.kind}`, refused: `the upstream server refused the ${plan.kind}` }, { kept: [404, 409, 412], otherwise: 400 });
   }
   const stored = written && typeof written === 'object' && written.resourceType === plan.resourceType ? written : undefined;
   for (const p of patientsOf(stored ?? plan.resource ?? plan.previous ?? ({ resourceType: 'Basic' } as Resource))) x.namedPatients.add(p);

@@ -3,3 +3,4 @@ export { PolicyStore, isHarmDetermination, HARM_DETERMINATION_CODE, type PolicyS
 export { LruMap } from './lru.ts';
 export { consentPatientReference, consentProvisions, periodIsCurrent } from './references.ts';
 export { CompiledPolicyCache, requesterKey, type CompileFunction } from './compiled-cache.ts';
+export { invalidPolicyResources, policyResourceKey, validatePolicyResource, validationFailure, type PolicyResourceValidity } from './validate.ts';

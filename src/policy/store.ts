@@ -15,7 +15,7 @@ import type {
 } from '@medplum/fhirtypes';
 import type { DecisionPolicy } from '../config/policy.ts';
 import type { PatientPolicyInputs, Requester } from '../decide/types.ts';
-import { validatePolicyResource } from '../decide/index.ts';
+import { invalidPolicyResources } from './validate.ts';
 import { isForeignKey, keyType, localBases, type LocalBases, referenceKey, referencesIn, withReferenceKeys } from '../fhir/references.ts';
 import { DG_CODES } from '../fhir/systems.ts';
 import type { ClientKind, RequestContext } from '../provenance/context.ts';
@@ -396,8 +396,9 @@ export class PolicyStore {
       .map((r) => withReferenceKeys(r, this.localBases));
     for (const r of [...consents, ...flags]) if (r.id) dependsOn.add(`${r.resourceType}/${r.id}`);
 
-    // Validation costs ~1 ms a resource: done once here, remembered per object for every compile.
-    for (const r of [...consents, ...flags]) validatePolicyResource(r);
+    // Validation costs ~1 ms a resource and reads the FHIR definitions: done once here, and the
+    // failures travel in the inputs so that decide/ only reads them (issue 18).
+    const invalid = invalidPolicyResources([...consents, ...flags]);
 
     const actors = new Set<string>();
     const relatedData = new Set<string>();
@@ -445,6 +446,7 @@ export class PolicyStore {
       careRelationships: Object.freeze(careRelationships),
       dataReferences: Object.freeze(sortedRecord(dataReferences)),
       localBases: Object.freeze([...this.localBases]),
+      invalid: Object.freeze(invalid),
     });
     return { inputs, dependsOn };
   }

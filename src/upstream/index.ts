@@ -1,5 +1,5 @@
 // The upstream client: the one way to the FHIR server (SPEC §2 settings, §5 failures).
-export { UpstreamError, isUpstreamError, type UpstreamErrorCode, type UpstreamErrorStatus } from './errors.ts';
+export { UpstreamError, isUpstreamError, upstreamFailure, type UpstreamFailureWording, type UpstreamRefusalPolicy, type UpstreamErrorCode, type UpstreamErrorStatus } from './errors.ts';
 export {
   createUpstreamClient,
   isJsonContentType,

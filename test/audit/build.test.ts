@@ -22,7 +22,7 @@ import {
 import type { DisclosureRecord, Interaction } from '../../src/audit/record.ts';
 import type { TraceEntry } from '../../src/decide/types.ts';
 import { DG_CODES, V3_ACT_CODE, V3_ACT_REASON } from '../../src/fhir/systems.ts';
-import { CONSENT_DENY_TRACE, GATEWAY, consoleModel, context, entitiesByRole, entityOf, ext, outcomeOf, patient, record, requester, resourcesOf, sub } from './fixtures.ts';
+import { asRedacted, asReleased, asWithheld, CONSENT_DENY_TRACE, GATEWAY, consoleModel, context, entitiesByRole, entityOf, ext, outcomeOf, patient, record, requester, resourcesOf, sub } from './fixtures.ts';
 import { auditEventProblems, loadAuditProfiles, validateR4 } from './validate.ts';
 
 function build(r: DisclosureRecord): AuditEvent[] {
@@ -39,7 +39,7 @@ describe('profiles/audit artefacts', () => {
   });
 
   test('the extension check catches misuse (wrong context, code outside its value set, undefined extension, missing part)', () => {
-    const [event] = buildAuditEvents(record({ patients: [patient('P1', { withheld: [{ reference: 'Observation/o1', trace: [CONSENT_DENY_TRACE] }] })] }), GATEWAY);
+    const [event] = buildAuditEvents(record({ patients: [patient('P1', { dispositions: [asWithheld({ reference: 'Observation/o1', trace: [CONSENT_DENY_TRACE] })] })] }), GATEWAY);
     const misuse: AuditEvent = {
       ...event,
       extension: [
@@ -58,7 +58,7 @@ describe('profiles/audit artefacts', () => {
 });
 
 describe('per interaction: one BALP-shaped event per request and patient', () => {
-  const released = [{ reference: 'Observation/o1', versionId: '3' }];
+  const released = [asReleased({ reference: 'Observation/o1', versionId: '3' })];
   const rows: {
     name: string;
     interaction: Interaction;
@@ -78,7 +78,7 @@ describe('per interaction: one BALP-shaped event per request and patient', () =>
   ];
   for (const row of rows) {
     test(row.name, () => {
-      const events = build(record({ interaction: row.interaction, query: row.query, method: row.interaction === 'batch' ? 'POST' : 'GET', patients: [patient('P1', { released })] }));
+      const events = build(record({ interaction: row.interaction, query: row.query, method: row.interaction === 'batch' ? 'POST' : 'GET', patients: [patient('P1', { dispositions: released })] }));
       assert.equal(events.length, 1);
       const [event] = events;
       assert.equal(event.type?.code, 'rest');
@@ -159,7 +159,7 @@ describe('per interaction: one BALP-shaped event per request and patient', () =>
     const events = build(
       record({
         interaction: 'search-type',
-        patients: [patient('P1', { released: [{ reference: 'Observation/a', versionId: '1' }] }), patient('P2', { released: [{ reference: 'Observation/b', versionId: '1' }] })],
+        patients: [patient('P1', { dispositions: [asReleased({ reference: 'Observation/a', versionId: '1' })] }), patient('P2', { dispositions: [asReleased({ reference: 'Observation/b', versionId: '1' })] })],
       }),
     );
     assert.deepEqual(events.map((e) => entitiesByRole(e, '1')[0]?.what?.reference), ['Patient/P1', 'Patient/P2']);
@@ -196,7 +196,7 @@ describe('per rule layer', () => {
       record({
         patients: [
           patient('P1', {
-            released: [{ reference: 'Observation/o1', versionId: '1' }],
+            dispositions: [asReleased({ reference: 'Observation/o1', versionId: '1' })],
             consentDecisions: [{ consent: 'Consent/c1', provision: 'provision', effect: 'permit', reason: 'the consent permits treatment' }],
           }),
         ],
@@ -223,7 +223,7 @@ describe('per rule layer', () => {
       record({
         patients: [
           patient('P1', {
-            withheld: [{ reference: 'Observation/o2', versionId: '4', trace: [CONSENT_DENY_TRACE] }],
+            dispositions: [asWithheld({ reference: 'Observation/o2', versionId: '4', trace: [CONSENT_DENY_TRACE] })],
             consentDecisions: [{ consent: 'c1', provision: 'provision.provision[0]', effect: 'deny', reason: 'the consent denies this actor' }],
           }),
         ],
@@ -254,7 +254,7 @@ describe('per rule layer', () => {
   ];
   for (const row of withholdRows) {
     test(`withheld by ${row.name}: the reason is recorded on the entity`, () => {
-      const [event] = build(record({ patients: [patient('P1', { withheld: [{ reference: 'DiagnosticReport/d1', versionId: '2', trace: [row.trace] }] })] }));
+      const [event] = build(record({ patients: [patient('P1', { dispositions: [asWithheld({ reference: 'DiagnosticReport/d1', versionId: '2', trace: [row.trace] })] })] }));
       const entity = entitiesByRole(event, '4')[0];
       assert.deepEqual(entity?.detail, [{ type: 'DiagnosticReport', valueString: 'd1/_history/2' }]);
       assert.equal(outcomeOf(event, 'DiagnosticReport/d1/_history/2')?.disposition, 'withheld');
@@ -274,8 +274,11 @@ describe('per rule layer', () => {
       record({
         patients: [
           patient('P1', {
-            released: [{ reference: 'Observation/o5', versionId: '1' }],
-            redacted: [{ reference: 'Observation/o5', versionId: '1', paths: ['note[0]', 'component[1].valueQuantity'], trace: [{ layer: 'consent', effect: 'redact', rule: 'Consent/c2', reason: 'inline label above clearance' }] }],
+            // The same version decided twice in a request (an include and a match): the redaction is what counts.
+            dispositions: [
+              asReleased({ reference: 'Observation/o5', versionId: '1' }),
+              asRedacted({ reference: 'Observation/o5', versionId: '1', paths: ['note[0]', 'component[1].valueQuantity'], trace: [{ layer: 'consent', effect: 'redact', rule: 'Consent/c2', reason: 'inline label above clearance' }] }),
+            ],
           }),
         ],
       }),
@@ -290,7 +293,7 @@ describe('per rule layer', () => {
 
   test('Part 2 released under break-the-glass: labelled, flagged on the entity and the event, BTG purpose', () => {
     const ctx = context({ purposeOfUse: ['BTG'], breakGlass: { inEffect: true, requested: true }, grantedScopes: ['user/*.rs', 'btg'] });
-    const [event] = build(record({ context: ctx, patients: [patient('P1', { released: [{ reference: 'Observation/o7', versionId: '1', part2: true, breakGlassUsed: true }] })] }));
+    const [event] = build(record({ context: ctx, patients: [patient('P1', { dispositions: [asReleased({ reference: 'Observation/o7', versionId: '1', part2: true, breakGlassUsed: true })] })] }));
     const entity = entitiesByRole(event, '4')[0];
     assert.deepEqual(outcomeOf(event, 'Observation/o7/_history/1'), { reference: 'Observation/o7/_history/1', disposition: 'released', paths: [], rules: [], breakGlass: true, part2: true });
     assert.deepEqual(entity?.securityLabel, [{ system: V3_ACT_CODE, code: '42CFRPart2' }]);
@@ -316,7 +319,7 @@ describe('per rule layer', () => {
       { layer: 'harm-determination', effect: 'ignored', rule: 'Flag/h9', reason: 'the author has no care relationship with the patient' },
       { layer: 'consent', effect: 'ignored', rule: 'Consent/c9', reason: 'the consent is not computable' },
     ];
-    const [event] = build(record({ patients: [patient('P1', { released: [{ reference: 'DiagnosticReport/d1', versionId: '1' }], ignored })] }));
+    const [event] = build(record({ patients: [patient('P1', { dispositions: [asReleased({ reference: 'DiagnosticReport/d1', versionId: '1' })], ignored })] }));
     const rules = ext(event.extension, DG_EXT_AUDIT_RULE).map(ruleOf);
     assert.deepEqual(
       rules.map((r) => [r.rule, r.effect, r.reason]),
@@ -345,9 +348,11 @@ describe('no patient data content in any event', () => {
     const r = record({
       patients: [
         patient('P1', {
-          released: [ref(o1), ref(p1)],
-          redacted: [{ ...ref(o1), paths: ['note[0]', 'valueString'], trace: [{ layer: 'consent', effect: 'redact', rule: 'Consent/c1', reason: 'inline label' }] }],
-          withheld: [{ ...ref(d1), trace: [{ layer: 'harm-determination', effect: 'deny', rule: 'Flag/h1', ground: 'harm-life-safety', reason: 'harm determination' }] }],
+          dispositions: [
+            asRedacted({ ...ref(o1), paths: ['note[0]', 'valueString'], trace: [{ layer: 'consent', effect: 'redact', rule: 'Consent/c1', reason: 'inline label' }] }),
+            asReleased(ref(p1)),
+            asWithheld({ ...ref(d1), trace: [{ layer: 'harm-determination', effect: 'deny', rule: 'Flag/h1', ground: 'harm-life-safety', reason: 'harm determination' }] }),
+          ],
           consentDecisions: [{ consent: 'Consent/c1', effect: 'permit', reason: 'permitted' }],
         }),
       ],
@@ -366,9 +371,10 @@ describe('no patient data content in any event', () => {
         {
           ...patient('P1'),
           ...{ resource: p1 },
-          released: [{ reference: 'Observation/o1', versionId: '2', ...smuggle }],
-          withheld: [{ reference: 'DiagnosticReport/d1', trace: [{ ...CONSENT_DENY_TRACE, ...{ resource: d1 } }], ...{ resource: d1 } }],
-          redacted: [],
+          dispositions: [
+            { disposition: 'released', reference: 'Observation/o1', versionId: '2', ...smuggle },
+            { disposition: 'withheld', reference: 'DiagnosticReport/d1', trace: [{ ...CONSENT_DENY_TRACE, ...{ resource: d1 } }], ...{ resource: d1 } },
+          ],
           consentDecisions: [{ consent: 'Consent/c1', effect: 'deny', reason: 'denied', ...{ resource: p1 } }],
         },
       ],
@@ -404,7 +410,7 @@ describe('compact form (issue 15)', () => {
   test('every released and withheld reference comes back, with its version and disposition, whatever it looks like', () => {
     fc.assert(
       fc.property(arbRecord, ({ interaction, resourceType, released, withheld }) => {
-        const [event] = buildAuditEvents(record({ interaction, resourceType, patients: [patient('P1', { released, withheld })] }), GATEWAY);
+        const [event] = buildAuditEvents(record({ interaction, resourceType, patients: [patient('P1', { dispositions: [...released.map(asReleased), ...withheld.map(asWithheld)] })] }), GATEWAY);
         const expected = new Map<string, string>();
         const versioned = (r: { reference: string; versionId?: string }): string => `${full(r.reference, resourceType)}${r.versionId === undefined ? '' : `/_history/${r.versionId}`}`;
         for (const r of released) expected.set(versioned(r), 'released');
@@ -421,9 +427,12 @@ describe('compact form (issue 15)', () => {
       record({
         patients: [
           patient('P1', {
-            released: [{ reference: 'Observation/o1', versionId: '1' }, { reference: 'Observation/o2', versionId: '1' }, { reference: 'Condition/c9', versionId: '4' }],
-            redacted: [{ reference: 'Observation/o2', versionId: '1', paths: ['note[0]'], trace: [{ layer: 'consent', effect: 'redact', rule: 'Consent/c2', reason: 'inline label' }] }],
-            withheld: [{ reference: 'Observation/o3', versionId: '7', trace: [CONSENT_DENY_TRACE] }],
+            dispositions: [
+              asReleased({ reference: 'Observation/o1', versionId: '1' }),
+              asRedacted({ reference: 'Observation/o2', versionId: '1', paths: ['note[0]'], trace: [{ layer: 'consent', effect: 'redact', rule: 'Consent/c2', reason: 'inline label' }] }),
+              asReleased({ reference: 'Condition/c9', versionId: '4' }),
+              asWithheld({ reference: 'Observation/o3', versionId: '7', trace: [CONSENT_DENY_TRACE] }),
+            ],
             consentDecisions: [{ consent: 'Consent/c1', provision: 'provision.provision[0]', effect: 'deny', reason: 'the consent denies this actor' }],
           }),
         ],
@@ -447,14 +456,14 @@ describe('compact form (issue 15)', () => {
   test('a page: one group entity per outcome, one AuthZconsent event per consent, a resource costs its reference text', () => {
     const id = (i: number): string => `0f9c4a1e-7b2d-4c3a-9e8f-${String(i).padStart(12, '0')}`;
     const page = (n: number): AuditEvent[] => {
-      const released = Array.from({ length: n }, (_, i) => ({ reference: `Observation/${id(i)}`, versionId: '1' }));
-      const withheld = Array.from({ length: n / 2 }, (_, i) => ({ reference: `Observation/${id(n + i)}`, versionId: '2', trace: [i % 2 ? CONSENT_DENY_TRACE : { ...CONSENT_DENY_TRACE, rule: 'Consent/c2' }] }));
+      const released = Array.from({ length: n }, (_, i) => asReleased({ reference: `Observation/${id(i)}`, versionId: '1' }));
+      const withheld = Array.from({ length: n / 2 }, (_, i) => asWithheld({ reference: `Observation/${id(n + i)}`, versionId: '2', trace: [i % 2 ? CONSENT_DENY_TRACE : { ...CONSENT_DENY_TRACE, rule: 'Consent/c2' }] }));
       const consentDecisions = [
         { consent: 'Consent/c1', provision: 'provision.provision[0]', effect: 'deny' as const, reason: 'code denied' },
         { consent: 'Consent/c1', provision: 'provision', effect: 'permit' as const, reason: 'treatment permitted' },
         { consent: 'Consent/c2', provision: 'provision', effect: 'deny' as const, reason: 'period denied' },
       ];
-      return build(record({ patients: [patient('P1', { released, withheld, consentDecisions })] }));
+      return build(record({ patients: [patient('P1', { dispositions: [...released, ...withheld], consentDecisions })] }));
     };
     const events = page(100);
     assert.equal(events.length, 3, 'one PatientQuery event and one AuthZconsent event per consent');

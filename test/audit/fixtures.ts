@@ -1,7 +1,7 @@
 // Requests and disclosure records the audit tests share.
 import type { AuditEvent, AuditEventEntity, Extension } from '@medplum/fhirtypes';
 import type { TraceEntry } from '../../src/decide/types.ts';
-import type { DisclosureRecord, PatientDisclosure } from '../../src/audit/record.ts';
+import type { DisclosureRecord, PatientDisclosure, RedactedResource, ReleasedResource, WithheldResource } from '../../src/audit/record.ts';
 import type { RequestContext } from '../../src/provenance/context.ts';
 
 export const GATEWAY = { gatewayDevice: 'Device/disclosure-gateway', site: 'gateway.test', address: 'https://gateway.test/fhir' } as const;
@@ -25,8 +25,13 @@ export function context(overrides: Partial<RequestContext> = {}): RequestContext
   };
 }
 
+/** Dispositions as enforcement hands them to audit (one per resource decided). */
+export const asReleased = (r: Omit<ReleasedResource, 'disposition'>): ReleasedResource => ({ disposition: 'released', ...r });
+export const asRedacted = (r: Omit<RedactedResource, 'disposition'>): RedactedResource => ({ disposition: 'redacted', ...r });
+export const asWithheld = (r: Omit<WithheldResource, 'disposition'>): WithheldResource => ({ disposition: 'withheld', ...r });
+
 export function patient(patientId: string, overrides: Partial<PatientDisclosure> = {}): PatientDisclosure {
-  return { patientId, released: [], withheld: [], redacted: [], ignored: [], consentDecisions: [], ...overrides };
+  return { patientId, dispositions: [], ignored: [], consentDecisions: [], ...overrides };
 }
 
 export function record(overrides: Partial<DisclosureRecord> = {}): DisclosureRecord {

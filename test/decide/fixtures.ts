@@ -11,6 +11,7 @@ import {
   V3_CONFIDENTIALITY,
 } from '../../src/fhir/systems.ts';
 import type { PatientPolicyInputs, Requester } from '../../src/decide/types.ts';
+import { invalidPolicyResources } from '../../src/policy/validate.ts';
 
 export const NOW = new Date('2025-06-15T12:00:00Z');
 export const P1 = 'p1';
@@ -71,6 +72,8 @@ export function inputs(consents: Consent[] = [], flags: Flag[] = [], extra: Part
     memberships: { 'Group/btg-users': ['Practitioner/dr-a'] },
     identifiers: {},
     careRelationships: ['Practitioner/dr-a'],
+    // As the policy store does at load: decide/ only reads which resources failed R4 validation.
+    invalid: invalidPolicyResources([...consents, ...flags]),
     ...extra,
   };
 }

@@ -6,6 +6,7 @@ import { describe, test } from 'node:test';
 import type { Consent, Resource } from '@medplum/fhirtypes';
 import { defaultPolicy } from '../../src/config/policy.ts';
 import { compile, enforcementStatus, evaluate, type Requester } from '../../src/decide/index.ts';
+import { invalidPolicyResources, validationFailure } from '../../src/policy/validate.ts';
 
 // The published R4 example set (CC0), installed by npm as hl7.fhir.r4.examples.
 const dir = new URL('../../node_modules/hl7.fhir.r4.examples/', import.meta.url);
@@ -61,15 +62,15 @@ describe('HL7 FHIR R4 Consent examples', () => {
   for (const row of rows) {
     test(`${row.id}: ${row.today} — ${row.documented}`, () => {
       const c = load(row.id);
-      const status = enforcementStatus(c, defaultPolicy, TODAY);
+      const status = enforcementStatus(c, defaultPolicy, TODAY, validationFailure(c));
       assert.equal(status.status, row.today, status.reason);
       if (row.reason) assert.match(status.reason ?? '', row.reason);
       if (!row.meaning) return;
-      assert.equal(enforcementStatus(c, defaultPolicy, row.meaning.at).status, 'ENFORCEABLE');
+      assert.equal(enforcementStatus(c, defaultPolicy, row.meaning.at, validationFailure(c)).status, 'ENFORCEABLE');
       const patientId = (c.patient?.reference ?? '').split('/')[1];
       for (const k of row.meaning.cases) {
         const compiled = compile(
-          { patientId, consents: [c], flags: [], memberships: {}, identifiers: {}, careRelationships: [], dataReferences: { 'Task/example3': [] } },
+          { patientId, consents: [c], flags: [], memberships: {}, identifiers: {}, careRelationships: [], dataReferences: { 'Task/example3': [] }, invalid: invalidPolicyResources([c]) },
           k.who, defaultPolicy, row.meaning.at,
         );
         const d = evaluate(compiled, k.resource);

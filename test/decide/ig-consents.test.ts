@@ -7,6 +7,7 @@ import { describe, test } from 'node:test';
 import type { Coding, Consent, Resource } from '@medplum/fhirtypes';
 import { defaultPolicy } from '../../src/config/policy.ts';
 import { compile, enforcementStatus, evaluate, type Requester } from '../../src/decide/index.ts';
+import { invalidPolicyResources, validationFailure } from '../../src/policy/validate.ts';
 import { V3_ACT_CODE, V3_CONFIDENTIALITY } from '../../src/fhir/systems.ts';
 
 const TODAY = new Date('2025-06-15T12:00:00Z');
@@ -145,7 +146,7 @@ const patientOf = (c: Consent): string => ((c.patient ?? (c as unknown as { subj
 function decide(c: Consent, k: Case, at: Date): void {
   const compiled = compile(
     {
-      patientId: patientOf(c), consents: [c], flags: [], identifiers: {}, careRelationships: [],
+      patientId: patientOf(c), consents: [c], flags: [], identifiers: {}, careRelationships: [], invalid: invalidPolicyResources([c]),
       memberships: { 'Group/ex-privilegedUsers': privileged },
       dataReferences: { 'Encounter/ex-encounter': ['Patient/ex-patient'], 'MedicationRequest/medrx0305': ['Patient/f001'] },
     },
@@ -161,11 +162,11 @@ function runRows(folder: string, rows: readonly Row[], inForce: Record<string, {
   for (const row of rows) {
     test(`${row.id}: ${row.today} — ${row.documented}`, () => {
       const c = read<Consent>(folder, `Consent-${row.id}.json`);
-      const status = enforcementStatus(c, defaultPolicy, TODAY);
+      const status = enforcementStatus(c, defaultPolicy, TODAY, validationFailure(c));
       assert.equal(status.status, row.today, status.reason);
       if (row.reason) assert.match(status.reason ?? '', row.reason);
       const at = row.at ?? TODAY;
-      if (row.at) assert.equal(enforcementStatus(c, defaultPolicy, at).status, 'ENFORCEABLE');
+      if (row.at) assert.equal(enforcementStatus(c, defaultPolicy, at, validationFailure(c)).status, 'ENFORCEABLE');
       for (const k of row.cases ?? []) decide(c, k, at);
       const later = inForce[row.id];
       for (const k of later?.cases ?? []) decide(c, k, later.at);

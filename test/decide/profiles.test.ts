@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import type { CodeSystem, Resource } from '@medplum/fhirtypes';
-import { validatePolicyResource } from '../../src/decide/validate.ts';
+import { validatePolicyResource } from '../../src/policy/validate.ts';
 import { DG_CODES, DG_EXT_HARM_GROUND, DG_EXT_WITHHELD_DATA } from '../../src/fhir/systems.ts';
 
 const files = [

@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import type { Coding, Consent, ConsentProvision, Resource } from '@medplum/fhirtypes';
 import { defaultPolicy, type DecisionPolicy } from '../../src/config/policy.ts';
 import { clinicalDate, compile, enforcementStatus, evaluate, harmDeterminationValidity, isLegalRestriction } from '../../src/decide/index.ts';
+import { validationFailure } from '../../src/policy/validate.ts';
 import { act, actor, conf, consent, harmFlag, inputs, legalRestriction, NOW, observation, purpose, who } from './fixtures.ts';
 
 describe('harm determination validity (SPEC §4.3)', () => {
@@ -24,7 +25,7 @@ describe('harm determination validity (SPEC §4.3)', () => {
   ];
   for (const c of cases) {
     test(c.name, () => {
-      const v = harmDeterminationValidity(c.flag, inputs(), NOW);
+      const v = harmDeterminationValidity(c.flag, inputs([], [c.flag]), NOW);
       if (!c.reason) {
         assert.deepEqual(v, { valid: true, ground: 'harm-life-safety', withheld: ['DiagnosticReport/d1'] });
       } else {
@@ -58,7 +59,7 @@ describe('consent status and layers', () => {
   });
   test('a consent that does not validate is UNSUPPORTED with the validator message', () => {
     const bad = { ...consent('bad', { type: 'permit' }), scope: undefined } as unknown as Consent;
-    const s = enforcementStatus(bad, defaultPolicy, NOW);
+    const s = enforcementStatus(bad, defaultPolicy, NOW, validationFailure(bad));
     assert.equal(s.status, 'UNSUPPORTED');
     assert.match(s.reason ?? '', /Consent\.scope/);
   });

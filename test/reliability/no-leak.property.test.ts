@@ -10,6 +10,7 @@ import fc from 'fast-check';
 import type { Coding, Consent, ConsentProvision, Encounter, Flag, Observation, Resource } from '@medplum/fhirtypes';
 import { policySchema, type DecisionPolicy } from '../../src/config/policy.ts';
 import { compile, evaluate } from '../../src/decide/index.ts';
+import { invalidPolicyResources } from '../../src/policy/validate.ts';
 import type { Decision, PatientPolicyInputs, Requester } from '../../src/decide/types.ts';
 import { startEmbeddedUpstream, type EmbeddedUpstream } from '../../src/embedded/upstream/index.ts';
 import {
@@ -261,6 +262,7 @@ function build(spec: CaseSpec, caseNo: number | string): Built {
       memberships: {},
       identifiers: Object.fromEntries([...actors].sort().map((a) => [a, []])),
       careRelationships: flags.length ? [...new Set(['Practitioner/dr-x', p.encounterParticipant])].sort() : [],
+      invalid: invalidPolicyResources([...active, ...flags]),
       dataReferences,
     });
   });
