@@ -3,7 +3,6 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { journalEvents } from '../reliability/support.ts';
 import { ClientStorage, MedplumClient, MemoryStorage } from '@medplum/core';
