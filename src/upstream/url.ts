@@ -29,20 +29,25 @@ export function parseUpstreamBase(baseUrl: string): UpstreamBase {
 // Encoded dots, slashes and backslashes could be decoded by the upstream into a path outside the base.
 const smuggledSeparator = /%2e|%2f|%5c|\\/i;
 
-/**
- * Maps an absolute URL on the upstream (a Bundle.link, a Location) to a path relative to its base
- * (`Observation?_offset=20`, or `?_getpages=…` for servers that page on the base itself).
- * Returns null for any other scheme, host, port, path outside the base, credentials, or a relative URL.
- */
-export function rewriteUpstreamUrl(base: UpstreamBase, url: string): string | null {
+/** The URL parsed when it is on the upstream's own origin (scheme, host and port) without credentials; else null. */
+function onUpstreamOrigin(base: UpstreamBase, url: string): URL | null {
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch {
     return null;
   }
-  if (parsed.protocol !== base.protocol || parsed.host !== base.host) return null;
-  if (parsed.username || parsed.password) return null;
+  return parsed.protocol === base.protocol && parsed.host === base.host && !parsed.username && !parsed.password ? parsed : null;
+}
+
+/**
+ * Maps an absolute URL on the upstream (a Bundle.link, a Location) to a path relative to its base
+ * (`Observation?_offset=20`, or `?_getpages=…` for servers that page on the base itself).
+ * Returns null for any other scheme, host, port, path outside the base, credentials, or a relative URL.
+ */
+export function rewriteUpstreamUrl(base: UpstreamBase, url: string): string | null {
+  const parsed = onUpstreamOrigin(base, url);
+  if (!parsed) return null;
   const path = parsed.pathname;
   let relative: string;
   if (path === base.basePath || path === `${base.basePath}/`) relative = '';
@@ -72,13 +77,8 @@ export function upstreamRequestTarget(base: UpstreamBase, relative: string): str
  * URLs may live outside the FHIR base, SPEC §5.1), or null for any other origin, credentials or smuggled separators.
  */
 export function originRequestTarget(base: UpstreamBase, url: string): string | null {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return null;
-  }
-  if (parsed.protocol !== base.protocol || parsed.host !== base.host || parsed.username || parsed.password) return null;
+  const parsed = onUpstreamOrigin(base, url);
+  if (!parsed) return null;
   if (smuggledSeparator.test(parsed.pathname) || parsed.pathname.split('/').some((s) => s === '.' || s === '..')) return null;
   return parsed.pathname + parsed.search;
 }
