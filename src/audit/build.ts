@@ -257,7 +257,6 @@ const DOMAIN_RESOURCE_ROLE: Coding = { system: OBJECT_ROLE, code: '4', display: 
 const SYSTEM_OBJECT_TYPE: Coding = { system: AUDIT_ENTITY_TYPE, code: '2', display: 'System Object' };
 
 /** A reference the compact form can carry: `Type/id`, id and version FHIR ids (no space, so a list can hold it). */
-const PACKABLE_REFERENCE = /^([A-Z][A-Za-z]{1,63})\/([A-Za-z0-9\-.]{1,64})$/;
 const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 
 function fullReference(reference: string, fallbackType: string | undefined): string {
@@ -313,8 +312,10 @@ function groupedEntities(outcomes: readonly ResourceOutcome[], fallbackType: str
   const traceKeys = new Map<readonly TraceEntry[], string>();
   const single: AuditEventEntity[] = [];
   for (const outcome of outcomes) {
-    const match = PACKABLE_REFERENCE.exec(fullReference(outcome.reference, fallbackType));
-    if (!match || (outcome.versionId !== undefined && !FHIR_ID.test(outcome.versionId))) {
+    // Only a plain relative `Type/id` packs into a group's detail; anything else keeps its own entity.
+    const reference = fullReference(outcome.reference, fallbackType);
+    const parsed = parseReference(reference);
+    if (!parsed || parsed.base !== undefined || parsed.version !== undefined || reference !== `${parsed.resourceType}/${parsed.id}` || (outcome.versionId !== undefined && !FHIR_ID.test(outcome.versionId))) {
       single.push(resourceEntity(outcome, 'query', fallbackType));
       continue;
     }
@@ -324,9 +325,9 @@ function groupedEntities(outcomes: readonly ResourceOutcome[], fallbackType: str
       group = { outcome, byType: new Map() };
       groups.set(key, group);
     }
-    const items = group.byType.get(match[1]) ?? [];
-    items.push(versioned(match[2], outcome.versionId));
-    group.byType.set(match[1], items);
+    const items = group.byType.get(parsed.resourceType) ?? [];
+    items.push(versioned(parsed.id, outcome.versionId));
+    group.byType.set(parsed.resourceType, items);
   }
   const entities = [...groups.values()].map(({ outcome, byType }) => {
     const entity: AuditEventEntity = {
