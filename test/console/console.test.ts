@@ -54,10 +54,18 @@ describe('auditor console in headless Chromium', () => {
     await page.fill('#token-input', token);
     await page.click('#sign-in-submit');
     await page.waitForSelector('#view-timeline:not([hidden]) #timeline-events');
-    await page.waitForSelector('#view-timeline[aria-busy="false"]');
+    await settled('timeline');
   }
 
   /** Event ids of the timeline rows, with their client column. */
+  /** The view has rendered the current address, not the previous one still on screen before the route runs. */
+  async function settled(view: 'timeline' | 'patient' | 'why'): Promise<void> {
+    await page.waitForFunction((id) => {
+      const container = document.getElementById(`view-${id}`);
+      return container?.getAttribute('aria-busy') === 'false' && container.dataset.renderedFor === location.hash;
+    }, view);
+  }
+
   async function timelineRows(): Promise<{ id: string; client: string; outcome: string; text: string; btg: boolean }[]> {
     return page.$$eval('#timeline-events tbody tr', (rows) =>
       rows.map((r) => {
@@ -77,7 +85,7 @@ describe('auditor console in headless Chromium', () => {
     }
     await page.click('#apply-filters');
     await page.waitForFunction((expected) => location.hash.includes(expected), Object.keys(fields)[0]);
-    await page.waitForSelector('#view-timeline[aria-busy="false"]');
+    await settled('timeline');
   }
 
   before(async () => {
@@ -215,14 +223,14 @@ describe('auditor console in headless Chromium', () => {
 
     // The mark is read back from the server: a fresh page shows it without a button.
     await page.reload();
-    await page.waitForSelector('#view-timeline[aria-busy="false"]');
+    await settled('timeline');
     await row.locator('.badge.reviewed').waitFor();
     assert.equal(await row.locator('button.mark-reviewed').count(), 0);
   });
 
   test('the patient view lists each consent’s enforcement status, the harm determinations and the accounting', async () => {
     await page.goto(`${root}/console#/patient/p1`);
-    await page.waitForSelector('#view-patient[aria-busy="false"]');
+    await settled('patient');
     await page.waitForSelector('#consent-table');
     const status = await h.request('Patient/p1/$consent-enforcement-status', { token: auditorToken });
     assert.equal(status.status, 200);
@@ -265,10 +273,10 @@ describe('auditor console in headless Chromium', () => {
     assert.ok(event, 'the harm determination withheld a report from the patient');
     await signIn(auditorToken);
     await page.goto(`${root}/console#/timeline?client=ct-patient`);
-    await page.waitForSelector('#view-timeline[aria-busy="false"]');
+    await settled('timeline');
     await page.click(`#timeline-events tr[data-event-id="${event.id}"] a[href^="#/event/"]`);
     await page.waitForSelector('#trace-table');
-    await page.waitForSelector('#view-why[aria-busy="false"]');
+    await settled('why');
     const rows = await page.$$eval('#trace-table tbody tr', (trs) => trs.map((tr) => ({ resource: tr.querySelector('th')?.textContent ?? '', text: tr.textContent ?? '' })));
     for (const resource of resourcesOf(event)) {
       const row = rows.find((r) => r.resource === resource.reference);

@@ -94,7 +94,11 @@ async function route() {
     else if (view === 'patient') await renderPatient(host, parts[1], params, go);
     else await renderWhy(host, parts[0] === 'event' ? parts[1] : undefined, go);
   } finally {
-    if (seq === routeSeq) container.setAttribute('aria-busy', 'false');
+    if (seq === routeSeq) {
+      // Which address this render answered: a reader can tell a finished render from the previous one's.
+      container.dataset.renderedFor = location.hash;
+      container.setAttribute('aria-busy', 'false');
+    }
   }
   if (seq === routeSeq) container.querySelector('h1')?.setAttribute('tabindex', '-1');
 }
