@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { AuditEvent, AuditEventAgent, AuditEventEntity, Coding, Extension } from '@medplum/fhirtypes';
 import type { TraceEntry } from '../decide/types.ts';
-import { parseReference } from '../fhir/references.ts';
+import { isFhirId, parseReference } from '../fhir/references.ts';
 import { DG_CODES, V3_ACT_CODE, V3_ACT_REASON } from '../fhir/systems.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import {
@@ -257,7 +257,6 @@ const DOMAIN_RESOURCE_ROLE: Coding = { system: OBJECT_ROLE, code: '4', display: 
 const SYSTEM_OBJECT_TYPE: Coding = { system: AUDIT_ENTITY_TYPE, code: '2', display: 'System Object' };
 
 /** A reference the compact form can carry: `Type/id`, id and version FHIR ids (no space, so a list can hold it). */
-const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 
 function fullReference(reference: string, fallbackType: string | undefined): string {
   return reference.includes('/') || fallbackType === undefined ? reference : `${fallbackType}/${reference}`;
@@ -315,7 +314,7 @@ function groupedEntities(outcomes: readonly ResourceOutcome[], fallbackType: str
     // Only a plain relative `Type/id` packs into a group's detail; anything else keeps its own entity.
     const reference = fullReference(outcome.reference, fallbackType);
     const parsed = parseReference(reference);
-    if (!parsed || parsed.base !== undefined || parsed.version !== undefined || reference !== `${parsed.resourceType}/${parsed.id}` || (outcome.versionId !== undefined && !FHIR_ID.test(outcome.versionId))) {
+    if (!parsed || parsed.base !== undefined || parsed.version !== undefined || reference !== `${parsed.resourceType}/${parsed.id}` || (outcome.versionId !== undefined && !isFhirId(outcome.versionId))) {
       single.push(resourceEntity(outcome, 'query', fallbackType));
       continue;
     }

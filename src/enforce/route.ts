@@ -3,6 +3,7 @@
 import { isResourceType } from '@medplum/core';
 import { badRequest, forbidden, GatewayError } from '../fhir/outcome.ts';
 import { loadFhirDefinitions } from '../fhir/definitions.ts';
+import { isFhirId } from '../fhir/references.ts';
 import type { Interaction } from '../audit/record.ts';
 
 export type FhirRoute =
@@ -26,8 +27,6 @@ export type FhirRoute =
   | { readonly interaction: 'export-status'; readonly job: string }
   | { readonly interaction: 'export-file'; readonly file: string };
 
-/** FHIR id: [A-Za-z0-9\-\.]{1,64}. Anything else (encoded slashes, dots-only, Unicode look-alikes) is refused. */
-const fhirId = /^[A-Za-z0-9\-.]{1,64}$/;
 const operationName = /^\$[A-Za-z][A-Za-z0-9-]{0,63}$/;
 /** A compact JWE: base64url parts separated by dots. */
 const sealedHandle = /^[A-Za-z0-9_\-.]{1,8192}$/;
@@ -39,7 +38,7 @@ function resourceType(segment: string): string {
 }
 
 function id(segment: string): string {
-  if (!fhirId.test(segment) || /^\.+$/.test(segment)) throw badRequest('invalid resource id', 'invalid');
+  if (!isFhirId(segment) || /^\.+$/.test(segment)) throw badRequest('invalid resource id', 'invalid');
   return segment;
 }
 

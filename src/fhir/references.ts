@@ -15,6 +15,12 @@ export interface ParsedReference {
 const literalPattern = /^(?:([hH][tT][tT][pP][sS]?:\/\/[^?#\s]+?)\/)?([A-Z][A-Za-z]{1,63})\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/([A-Za-z0-9\-.]{1,64}))?$/;
 
 const relativePattern = /^[A-Z][A-Za-z]{1,63}\/[A-Za-z0-9\-.]{1,64}$/;
+const idPattern = /^[A-Za-z0-9\-.]{1,64}$/;
+
+/** A FHIR id: [A-Za-z0-9\-.]{1,64} (R4 datatypes). */
+export function isFhirId(id: string): boolean {
+  return idPattern.test(id);
+}
 
 // `Type/id` without a scheme, version or fragment; the cheap checks first, the pattern last.
 function isPlainRelative(reference: string): boolean {

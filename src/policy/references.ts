@@ -1,11 +1,6 @@
 // Reading the Consent elements the policy inputs depend on, from R4 and R5 shapes alike (SPEC §4.1);
 // references themselves are parsed by src/fhir/references.ts.
-import type { Consent, ConsentProvision, Period } from '@medplum/fhirtypes';
-import { periodContains } from '../decide/consent-shape.ts';
-
-export function isFhirId(id: string): boolean {
-  return /^[A-Za-z0-9\-.]{1,64}$/.test(id);
-}
+import type { Consent, ConsentProvision } from '@medplum/fhirtypes';
 
 /** Every provision of a Consent at any depth: R4 `provision` is one object, R5 a list. */
 export function consentProvisions(consent: Consent): ConsentProvision[] {
@@ -28,9 +23,4 @@ export function consentProvisions(consent: Consent): ConsentProvision[] {
 /** The patient a Consent is about: R4 `patient`, R5 `subject`. */
 export function consentPatientReference(consent: Consent): string | undefined {
   return consent.patient?.reference ?? (consent as { subject?: { reference?: string } }).subject?.reference;
-}
-
-/** A period with no bounds, or bounds around now; an unreadable bound is not current (a membership grants nothing). */
-export function periodIsCurrent(period: Period | undefined, nowMs: number): boolean {
-  return periodContains(period, nowMs);
 }

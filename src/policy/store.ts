@@ -16,13 +16,14 @@ import type {
 import type { DecisionPolicy } from '../config/policy.ts';
 import type { PatientPolicyInputs, Requester } from '../decide/types.ts';
 import { invalidPolicyResources } from './validate.ts';
-import { isForeignKey, keyType, localBases, type LocalBases, referenceKey, referencesIn, withReferenceKeys } from '../fhir/references.ts';
+import { isFhirId, isForeignKey, keyType, localBases, type LocalBases, referenceKey, referencesIn, withReferenceKeys } from '../fhir/references.ts';
 import { DG_CODES } from '../fhir/systems.ts';
 import type { ClientKind, RequestContext } from '../provenance/context.ts';
 import type { UpstreamClient } from '../upstream/client.ts';
 import { UpstreamError } from '../upstream/errors.ts';
 import { LruMap } from './lru.ts';
-import { consentPatientReference, consentProvisions, isFhirId, periodIsCurrent } from './references.ts';
+import { consentPatientReference, consentProvisions } from './references.ts';
+import { periodContains } from '../decide/consent-shape.ts';
 
 export interface PolicyStoreObserver {
   onCacheHit?(): void;
@@ -462,7 +463,7 @@ export class PolicyStore {
     const members = new Set<string>();
     if (resource?.resourceType === 'Group' && resource.active !== false && resource.actual === true) {
       for (const member of resource.member ?? []) {
-        if (member.inactive === true || !periodIsCurrent(member.period, nowMs)) continue;
+        if (member.inactive === true || !periodContains(member.period, nowMs)) continue;
         const memberRef = this.#key(member.entity?.reference);
         if (memberRef) members.add(memberRef);
       }
@@ -555,13 +556,13 @@ export function isHarmDetermination(flag: Flag): boolean {
 
 // SPEC §4.1: a CareTeam grants membership only while active and within its period.
 function careTeamInForce(team: CareTeam, nowMs: number): boolean {
-  return team.status === 'active' && periodIsCurrent(team.period, nowMs);
+  return team.status === 'active' && periodContains(team.period, nowMs);
 }
 
 function careTeamMembers(team: CareTeam, nowMs: number, local: LocalBases): string[] {
   const members: string[] = [];
   for (const participant of team.participant ?? []) {
-    if (!periodIsCurrent(participant.period, nowMs)) continue;
+    if (!periodContains(participant.period, nowMs)) continue;
     const ref = referenceKey(participant.member?.reference, local);
     if (ref) members.push(ref);
   }
@@ -571,7 +572,7 @@ function careTeamMembers(team: CareTeam, nowMs: number, local: LocalBases): stri
 // SPEC §4.1: an inactive or expired PractitionerRole stands for neither its practitioner nor its
 // organization; a RelatedPerson whose relationship is inactive or ended represents no one.
 function inForce(facts: ActorFacts, nowMs: number): boolean {
-  return facts.active !== false && periodIsCurrent(facts.period, nowMs);
+  return facts.active !== false && periodContains(facts.period, nowMs);
 }
 
 function actorFacts(resource: Resource | undefined, local: LocalBases): ActorFacts {

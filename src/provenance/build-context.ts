@@ -1,6 +1,6 @@
 // Verified claims + request headers + policy → the immutable RequestContext every later step reads (SPEC §3).
 import type { DecisionPolicy } from '../config/policy.ts';
-import { keyType, type LocalBases, localKey, referenceKey } from '../fhir/references.ts';
+import { isFhirId, keyType, type LocalBases, localKey, referenceKey } from '../fhir/references.ts';
 import { assessBreakGlass } from './break-glass.ts';
 import type { ClientKind, RequestContext, SmartScope } from './context.ts';
 import { InvalidTokenError } from './errors.ts';
@@ -28,7 +28,6 @@ class ImmutableSet<T> extends Set<T> {
   }
 }
 
-const idPattern = /^[A-Za-z0-9\-.]{1,64}$/;
 const fhirUserTypes = new Set(['Patient', 'Practitioner', 'PractitionerRole', 'RelatedPerson', 'Person']);
 
 function optionalString(claims: VerifiedClaims, name: keyof VerifiedClaims): string | undefined {
@@ -57,7 +56,7 @@ function normaliseFhirUser(value: string | undefined, local: LocalBases): string
 
 function normaliseOrganization(value: string | undefined, local: LocalBases): string | undefined {
   if (value === undefined) return undefined;
-  const reference = referenceKey(value, local) ?? (idPattern.test(value) ? `Organization/${value}` : undefined);
+  const reference = referenceKey(value, local) ?? (isFhirId(value) ? `Organization/${value}` : undefined);
   if (!reference || keyType(reference) !== 'Organization') throw new InvalidTokenError('the organization claim is not an Organization reference');
   return reference;
 }
@@ -65,7 +64,7 @@ function normaliseOrganization(value: string | undefined, local: LocalBases): st
 // The launch patient is a local patient: one on another server could only be confused with a namesake.
 function normalisePatient(value: string | undefined, local: LocalBases): string | undefined {
   if (value === undefined) return undefined;
-  if (idPattern.test(value)) return value;
+  if (isFhirId(value)) return value;
   const reference = localKey(referenceKey(value, local));
   if (!reference?.startsWith('Patient/')) throw new InvalidTokenError('the patient claim is not a local patient id');
   return reference.slice('Patient/'.length);

@@ -11,6 +11,7 @@ import {
   patientsOf,
 } from '../fhir/compartment.ts';
 import { loadFhirDefinitions } from '../fhir/definitions.ts';
+import { isFhirId } from '../fhir/references.ts';
 import type { RequestContext } from './context.ts';
 import { ForbiddenError, IncompleteRequestError } from './errors.ts';
 import { confinedToLaunchPatient, governingKind } from './scopes.ts';
@@ -31,7 +32,6 @@ export interface ParsedSearch {
 
 /** Types whose queries need no patient even from user/ clients: auditors search across patients (SPEC §3, §6). */
 const incompleteRuleExceptions = new Set(['AuditEvent']);
-const idPattern = /^[A-Za-z0-9\-.]{1,64}$/;
 
 export function isPatientCompartmentType(resourceType: string): boolean {
   return inPatientCompartment(resourceType);
@@ -94,7 +94,7 @@ function analyse(resourceType: string | undefined, params: URLSearchParams, comp
     let onlyDefinite = true;
     for (const item of value.split(',').map((v) => v.trim()).filter(Boolean)) {
       const fromReference = name === '_id' ? undefined : patientIdOfReference(item);
-      const id = fromReference ?? (targetsPatientOnly && idPattern.test(item) ? item : undefined);
+      const id = fromReference ?? (targetsPatientOnly && isFhirId(item) ? item : undefined);
       if (id) {
         naming.definite.add(id);
         definiteHere.add(id);
@@ -103,7 +103,7 @@ function analyse(resourceType: string | undefined, params: URLSearchParams, comp
       onlyDefinite = false;
       // a bare id on a parameter that may target other types (subject=p1) is possibly a patient;
       // anything else (Group/g1, unparseable) names no patient
-      if (!item.includes('/') && idPattern.test(item)) naming.possible.add(item);
+      if (!item.includes('/') && isFhirId(item)) naming.possible.add(item);
     }
     // Patient?link=Patient/p1 finds other patients' records: only _id confines a Patient search
     if (onlyDefinite && definiteHere.size === 1 && name !== 'link') naming.sole.add([...definiteHere][0]);
