@@ -11,7 +11,7 @@ import type { BulkDisclosure, BulkPatientCount, DisclosureRecord } from '../audi
 import { badRequest, forbidden, GatewayError, notFound, operationOutcome, resourceBody } from '../fhir/outcome.ts';
 import { loadFhirDefinitions } from '../fhir/definitions.ts';
 import { allows, holdsAuditEventScope } from '../provenance/scopes.ts';
-import { originRequestTarget, parseUpstreamBase, type UpstreamResponse } from '../upstream/index.ts';
+import { originRequestTarget, parseUpstreamBase, upstreamFailure, type UpstreamResponse } from '../upstream/index.ts';
 import { DisclosureSession, type PolicySource, type Verdict } from './disclose.ts';
 import type { Exchange, Reply, StreamedBody } from './exchange.ts';
 import { authoredManifest, gatewayAuthored } from './reply.ts';
@@ -118,11 +118,11 @@ function onUpstreamOrigin(x: Exchange, url: string | undefined): string {
   return absolute;
 }
 
-/** An upstream refusal or failure, in the gateway's own words (the upstream's text may name withheld data). */
-function upstreamFailure(response: Pick<UpstreamResponse, 'status'>): GatewayError {
+/** An upstream refusal or failure through the one mapping (upstream/errors.ts); a 422 is a refused request too. */
+function exportFailure(response: Pick<UpstreamResponse, 'status'>): GatewayError {
+  // A job or file the upstream no longer knows reads as one the client never had.
   if (response.status === 404 || response.status === 410) return notFound();
-  if (response.status === 400 || response.status === 422) return badRequest('the upstream server refused the export request');
-  return new GatewayError(502, 'exception', 'the upstream export failed');
+  return upstreamFailure(response.status === 422 ? 400 : response.status, { failed: 'the upstream export failed', refused: 'the upstream server refused the export request' }, { kept: [400] });
 }
 
 export async function exportKickOff(x: Exchange, method: string, resourceType?: string, id?: string): Promise<Reply> {
@@ -133,7 +133,7 @@ export async function exportKickOff(x: Exchange, method: string, resourceType?: 
   if (!/respond-async/i.test(Array.isArray(prefer) ? prefer.join(',') : (prefer ?? ''))) throw badRequest('a Bulk Data kick-off needs Prefer: respond-async');
   const query = upstreamQuery(x, method);
   const response = await x.deps.upstream.request({ method: 'GET', path: `${level}?${query}`, headers: { prefer: 'respond-async' }, requestId: x.ctx.requestId, strict: true });
-  if (response.status !== 202) throw response.status >= 400 ? upstreamFailure(response) : new GatewayError(502, 'exception', 'the upstream did not start an asynchronous export');
+  if (response.status !== 202) throw response.status >= 400 ? exportFailure(response) : new GatewayError(502, 'exception', 'the upstream did not start an asynchronous export');
   const job: ExportJob = { status: onUpstreamOrigin(x, response.headers['content-location']), request: `/${level}${x.rawQuery ? `?${x.rawQuery}` : ''}` };
   const handle = x.deps.cursors.sealHandle('export-job', job, x.ctx, handleLifetimeSeconds);
   return {
@@ -171,7 +171,7 @@ export async function exportStatus(x: Exchange, method: string, handle: string):
   requireSystemClient(x);
   if (method === 'DELETE') {
     const response = await x.deps.upstream.request({ method: 'DELETE', path: job.status, onOrigin: true, requestId: x.ctx.requestId, strict: true });
-    if (response.status >= 300) throw upstreamFailure(response);
+    if (response.status >= 300) throw exportFailure(response);
     return { status: 202, body: gatewayAuthored(operationOutcome('informational', 'export cancelled', 'information')) };
   }
   if (method !== 'GET') throw forbidden();
@@ -180,7 +180,7 @@ export async function exportStatus(x: Exchange, method: string, handle: string):
     const retryAfter = response.headers['retry-after'];
     return { status: 202, headers: { 'X-Progress': progressOf(response.headers['x-progress']), ...(retryAfter && /^\d{1,5}$/.test(retryAfter) ? { 'Retry-After': retryAfter } : {}) } };
   }
-  if (response.status !== 200) throw upstreamFailure(response);
+  if (response.status !== 200) throw exportFailure(response);
   const manifest = gatewayManifest(x, job, response.json);
   return { status: 200, headers: { 'Content-Type': 'application/json; charset=utf-8' }, body: authoredManifest(manifest) };
 }
@@ -194,7 +194,7 @@ export async function exportFile(x: Exchange, method: string, handle: string): P
   const mediaType = (upstream.headers['content-type'] ?? ndjsonType).split(';')[0].trim().toLowerCase();
   if (upstream.status !== 200 || !ndjsonMediaTypes.has(mediaType)) {
     upstream.body.destroy();
-    throw upstream.status === 200 ? new GatewayError(502, 'exception', 'the upstream export file is not NDJSON') : upstreamFailure(upstream);
+    throw upstream.status === 200 ? new GatewayError(502, 'exception', 'the upstream export file is not NDJSON') : exportFailure(upstream);
   }
   const stream: StreamedBody = (out, finish) => decideLines(x, file.type, upstream.body, out, finish);
   return { status: 200, headers: { 'Content-Type': ndjsonType }, stream };
