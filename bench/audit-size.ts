@@ -63,7 +63,7 @@ function journalBytes(r: DisclosureRecord, deflate: boolean): number {
   for (const event of buildAuditEvents(r, opts)) {
     const json = Buffer.from(JSON.stringify(event), 'utf8');
     // Synchronous here so its CPU is counted; the journal runs it on the thread pool.
-    const payload: EventPayload = !deflate || json.length < DEFLATE_MIN_BYTES ? { json } : { deflated: deflateRawSync(json, { level: constants.Z_BEST_SPEED }).toString('base64') };
+    const payload: EventPayload = !deflate || json.length < DEFLATE_MIN_BYTES ? { json } : { json, deflated: deflateRawSync(json, { level: constants.Z_BEST_SPEED }).toString('base64') };
     for (const part of journalLine(1, GENESIS_HASH, payload).parts) bytes += part.length;
   }
   return bytes;

@@ -1,10 +1,11 @@
 // Copies the audit journal to the upstream as AuditEvent resources (SPEC §6): FHIR batch Bundles of
 // `PUT AuditEvent/<id>` (idempotent, so a resend after a crash never duplicates), a checkpoint written
-// atomically after each accepted batch, exponential backoff while the upstream fails.
-import { open, readFile, rename, writeFile } from 'node:fs/promises';
+// atomically after each accepted batch, exponential backoff while the upstream fails. Events the
+// in-process journal just committed are sent from memory; the journal files are read only to catch up.
+import { open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Bundle } from '@medplum/fhirtypes';
-import type { AuditJournal } from './journal.ts';
+import type { AuditJournal, CommittedEvent } from './journal.ts';
 import { CHECKPOINT_FILE, inflateEvent, listSegments, parseEntry } from './segment.ts';
 
 export interface ForwarderLogger {
@@ -29,6 +30,12 @@ export interface AuditForwarderOptions {
    */
   readonly lingerMs?: number;
   readonly backoff?: { readonly initialMs?: number; readonly maxMs?: number };
+  /**
+   * Least time between checkpoints flushed to disk (default 5 s); those between are written and renamed
+   * without an fsync. A checkpoint lost in a crash only makes events go again (PUT by id: no duplicate),
+   * while flushing after every batch made the journal's own fsync, which every response waits for, queue behind two more.
+   */
+  readonly checkpointSyncMs?: number;
   readonly logger?: ForwarderLogger;
 }
 
@@ -45,6 +52,9 @@ export class ForwardRejectedError extends Error {
 const READ_CHUNK = 1024 * 1024;
 /** A line longer than a chunk (an event of a page with thousands of entries) is read with a larger one, up to this. */
 const MAX_LINE_BYTES = 64 * 1024 * 1024;
+/** Most event bytes kept in memory for forwarding; past it the oldest are read back from the journal. */
+const MAX_RECENT_BYTES = 8 * 1024 * 1024;
+const safeId = /^[A-Za-z0-9\-.]{1,64}$/;
 
 interface Cursor {
   segment: string;
@@ -70,7 +80,12 @@ export class AuditForwarder {
   private readonly logger?: ForwarderLogger;
 
   private checkpoint: ForwarderCheckpoint | undefined;
+  private readonly checkpointSyncMs: number;
+  private lastCheckpointSync = 0;
   private cursor: Cursor | undefined;
+  /** Consecutive events the journal committed and the upstream has not yet accepted, as the journal holds their JSON. */
+  private recent: ForwardEntry[] = [];
+  private recentBytes = 0;
   /** Highest seq seen in the journal (from the journal or from reading). */
   private knownLastSeq = 0;
   /** When the oldest event not yet forwarded was recorded (ms), for lag(). */
@@ -94,6 +109,7 @@ export class AuditForwarder {
     this.lingerMs = opts.lingerMs ?? 250;
     this.backoffInitialMs = opts.backoff?.initialMs ?? 500;
     this.backoffMaxMs = opts.backoff?.maxMs ?? 30_000;
+    this.checkpointSyncMs = opts.checkpointSyncMs ?? 5000;
     this.logger = opts.logger;
   }
 
@@ -101,8 +117,9 @@ export class AuditForwarder {
   start(): void {
     if (this.running) return;
     this.running = true;
-    this.unsubscribe = this.journal?.onCommit((lastSeq) => {
+    this.unsubscribe = this.journal?.onCommit((lastSeq, committed) => {
       this.knownLastSeq = Math.max(this.knownLastSeq, lastSeq);
+      this.keepRecent(committed);
       this.oldestPendingAt ??= Date.now();
       // New events do not cut a backoff short: a failing upstream is not hammered under load.
       if (this.inBackoff) return;
@@ -131,6 +148,41 @@ export class AuditForwarder {
     } catch (err) {
       this.logger?.warn({ err: describe(err), lag: this.lag().events }, 'audit forwarder stopped with events not yet forwarded');
     }
+    if (this.checkpoint && this.checkpoint.lastSeq > 0) await this.saveCheckpoint(this.checkpoint, true);
+  }
+
+  /** Keeps just-committed events for the next batch; a gap (or an event without a safe id) leaves the older ones to the journal files. */
+  private keepRecent(committed: readonly CommittedEvent[]): void {
+    for (const e of committed) {
+      const last = this.recent.at(-1);
+      if ((last !== undefined && last.seq + 1 !== e.seq) || e.id === undefined || !safeId.test(e.id)) {
+        this.recent = [];
+        this.recentBytes = 0;
+        if (e.id === undefined || !safeId.test(e.id)) continue;
+      }
+      this.recent.push({ seq: e.seq, hash: e.hash, id: e.id, recorded: e.recorded, event: e.json });
+      this.recentBytes += e.json.length;
+    }
+    while (this.recentBytes > MAX_RECENT_BYTES && this.recent.length > 0) this.recentBytes -= (this.recent.shift() as ForwardEntry).event.length;
+  }
+
+  /** The events after `afterSeq` from memory, as readAfter would read them; undefined when memory does not start there. */
+  private recentAfter(afterSeq: number, max: number): ForwardEntry[] | undefined {
+    while (this.recent.length > 0 && this.recent[0].seq <= afterSeq) this.recentBytes -= (this.recent.shift() as ForwardEntry).event.length;
+    if (this.recent.length === 0 || this.recent[0].seq !== afterSeq + 1) return undefined;
+    const entries: ForwardEntry[] = [];
+    let bytes = 0;
+    for (const entry of this.recent) {
+      if (entries.length >= max) break;
+      if (entries.length > 0 && bytes + entry.event.length > this.batchBytes) {
+        this.lastBatchFull = true;
+        break;
+      }
+      entries.push(entry);
+      bytes += entry.event.length;
+    }
+    if (entries.length >= this.batchSize) this.lastBatchFull = true;
+    return entries;
   }
 
   /** Events in the journal not yet accepted by the upstream, and how long the oldest has waited. */
@@ -213,7 +265,7 @@ export class AuditForwarder {
     const accepted = acceptedPrefix(response, entries.length);
     if (accepted > 0) {
       const last = entries[accepted - 1];
-      await this.saveCheckpoint({ lastSeq: last.seq, lastHash: last.hash });
+      await this.saveCheckpoint({ lastSeq: last.seq, lastHash: last.hash }, Date.now() - this.lastCheckpointSync >= this.checkpointSyncMs);
       this.counters.batches += 1;
       this.counters.events += accepted;
       this.oldestPendingAt = accepted < entries.length ? Date.parse(entries[accepted].recorded ?? '') || Date.now() : undefined;
@@ -226,34 +278,48 @@ export class AuditForwarder {
 
   private async loadCheckpoint(): Promise<ForwarderCheckpoint> {
     if (this.checkpoint !== undefined) return this.checkpoint;
+    let text: string;
     try {
-      const parsed = JSON.parse(await readFile(join(this.dir, CHECKPOINT_FILE), 'utf8')) as { lastSeq?: unknown; lastHash?: unknown };
-      const lastSeq = typeof parsed.lastSeq === 'number' && Number.isSafeInteger(parsed.lastSeq) ? parsed.lastSeq : 0;
-      this.checkpoint = { lastSeq, lastHash: typeof parsed.lastHash === 'string' ? parsed.lastHash : undefined };
+      text = await readFile(join(this.dir, CHECKPOINT_FILE), 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      this.checkpoint = { lastSeq: 0 };
+      return (this.checkpoint = { lastSeq: 0 });
     }
+    let parsed: { lastSeq?: unknown; lastHash?: unknown } | undefined;
+    try {
+      parsed = JSON.parse(text) as { lastSeq?: unknown; lastHash?: unknown };
+    } catch {
+      // A checkpoint cut short by a crash (one not yet flushed): starting over resends, and PUT by id never duplicates.
+      this.logger?.warn({}, 'audit forwarder checkpoint unreadable; forwarding the journal again from its start');
+    }
+    const lastSeq = typeof parsed?.lastSeq === 'number' && Number.isSafeInteger(parsed.lastSeq) ? parsed.lastSeq : 0;
+    this.checkpoint = { lastSeq, lastHash: typeof parsed?.lastHash === 'string' ? parsed.lastHash : undefined };
     return this.checkpoint;
   }
 
-  /** Write to a temporary file, fsync, rename over the old one, fsync the directory: never a half checkpoint. */
-  private async saveCheckpoint(checkpoint: ForwarderCheckpoint): Promise<void> {
+  /**
+   * Write to a temporary file and rename it over the old one: never a half checkpoint in place. `durable`
+   * also flushes the file before the rename and the directory after it (see checkpointSyncMs).
+   */
+  private async saveCheckpoint(checkpoint: ForwarderCheckpoint, durable: boolean): Promise<void> {
     const path = join(this.dir, CHECKPOINT_FILE);
     const temporary = `${path}.tmp`;
-    await writeFile(temporary, JSON.stringify({ ...checkpoint, updatedAt: new Date().toISOString() }) + '\n');
-    const handle = await open(temporary, 'r+');
+    const handle = await open(temporary, 'w');
     try {
-      await handle.sync();
+      await handle.writeFile(JSON.stringify({ ...checkpoint, updatedAt: new Date().toISOString() }) + '\n');
+      if (durable) await handle.sync();
     } finally {
       await handle.close();
     }
     await rename(temporary, path);
-    const dirHandle = await open(this.dir, 'r');
-    try {
-      await dirHandle.sync();
-    } finally {
-      await dirHandle.close();
+    if (durable) {
+      const dirHandle = await open(this.dir, 'r');
+      try {
+        await dirHandle.sync();
+      } finally {
+        await dirHandle.close();
+      }
+      this.lastCheckpointSync = Date.now();
     }
     this.checkpoint = checkpoint;
   }
@@ -262,6 +328,8 @@ export class AuditForwarder {
   private async readAfter(afterSeq: number, max: number): Promise<ForwardEntry[]> {
     this.lastBatchFull = false;
     if (max <= 0) return [];
+    const fromMemory = this.recentAfter(afterSeq, max);
+    if (fromMemory !== undefined) return fromMemory;
     if (this.cursor === undefined || this.cursor.seq !== afterSeq) this.cursor = await this.locate(afterSeq);
     if (this.cursor === undefined) return [];
     const entries: ForwardEntry[] = [];

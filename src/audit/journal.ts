@@ -50,9 +50,21 @@ export class JournalClosedError extends Error {
   readonly code = 'journal-closed';
 }
 
+/** An event just made durable, as commit listeners receive it: its place in the chain and its JSON bytes (never deflated). */
+export interface CommittedEvent {
+  readonly seq: number;
+  readonly hash: string;
+  readonly id?: string;
+  readonly recorded?: string;
+  readonly json: Buffer;
+}
+
+export type CommitListener = (lastSeq: number, committed: readonly CommittedEvent[]) => void;
+
 interface PendingAppend {
   /** Serialised at append time; long events are deflated on the thread pool while earlier commits run. */
   readonly payloads: Promise<EventPayload[]>;
+  readonly events: readonly AuditEvent[];
   readonly resolve: () => void;
   readonly reject: (err: unknown) => void;
 }
@@ -68,7 +80,7 @@ export class AuditJournal {
   private lastCommitFailed = false;
   /** A failed commit whose partial write could not be undone: nothing more may be appended. */
   private broken = false;
-  private readonly listeners = new Set<(lastSeq: number) => void>();
+  private readonly listeners = new Set<CommitListener>();
   private counters = { appends: 0, events: 0, commits: 0, fsyncs: 0, bytes: 0 };
 
   readonly dir: string;
@@ -123,8 +135,8 @@ export class AuditJournal {
     return { ...this.counters };
   }
 
-  /** Called with the new last seq after every commit (the forwarder follows the journal with it). */
-  onCommit(listener: (lastSeq: number) => void): () => void {
+  /** Called after every commit with the new last seq and the events it made durable (the forwarder follows the journal with it). */
+  onCommit(listener: CommitListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
@@ -141,7 +153,7 @@ export class AuditJournal {
     const payloads = Promise.all(events.map(eventPayload));
     payloads.catch(() => undefined); // awaited (and its failure reported) by the commit
     return new Promise<void>((resolve, reject) => {
-      this.pending.push({ payloads, resolve, reject });
+      this.pending.push({ payloads, events, resolve, reject });
       this.committing ??= this.commitLoop();
     });
   }
@@ -190,15 +202,15 @@ export class AuditJournal {
     let seq = this.seq;
     let prevHash = this.headHash;
     const parts: Buffer[] = [];
-    let events = 0;
+    const committed: CommittedEvent[] = [];
     for (const p of appends) {
-      for (const payload of p.ready) {
+      p.ready.forEach((payload, i) => {
         seq += 1;
-        events += 1;
         const line = journalLine(seq, prevHash, payload);
         parts.push(...line.parts);
         prevHash = line.hash;
-      }
+        committed.push({ seq, hash: line.hash, id: p.events[i].id, recorded: p.events[i].recorded, json: payload.json });
+      });
     }
     const data = Buffer.concat(parts);
     try {
@@ -223,10 +235,10 @@ export class AuditJournal {
     this.lastCommitFailed = false;
     this.counters.commits += 1;
     this.counters.appends += appends.length;
-    this.counters.events += events;
+    this.counters.events += committed.length;
     this.counters.bytes += data.length;
     for (const p of appends) p.resolve();
-    for (const listener of this.listeners) listener(seq);
+    for (const listener of this.listeners) listener(seq, committed);
   }
 
   /** A failed write may have left part of the batch: cut back to the last acknowledged byte. */

@@ -58,8 +58,14 @@ const deflatedLineEnd = Buffer.from('"}\n');
 export const DEFLATE_MIN_BYTES = 1024;
 const deflateAsync = promisify(deflateRaw);
 
-/** One event as the journal stores it: its JSON bytes, or (when long) the base64 of those bytes raw-deflated. */
-export type EventPayload = { readonly json: Buffer } | { readonly deflated: string };
+/**
+ * One event as the journal stores it: its JSON bytes, and (when long) the base64 of those bytes raw-deflated,
+ * which is what the line then holds. The JSON bytes are kept so that the forwarder sends them without inflating.
+ */
+export interface EventPayload {
+  readonly json: Buffer;
+  readonly deflated?: string;
+}
 
 /**
  * Serialises an event once; a long one is deflated on libuv's thread pool, off the request's thread
@@ -68,12 +74,12 @@ export type EventPayload = { readonly json: Buffer } | { readonly deflated: stri
 export async function eventPayload(event: AuditEvent): Promise<EventPayload> {
   const json = Buffer.from(JSON.stringify(event), 'utf8');
   if (json.length < DEFLATE_MIN_BYTES) return { json };
-  return { deflated: (await deflateAsync(json, { level: constants.Z_BEST_SPEED })).toString('base64') };
+  return { json, deflated: (await deflateAsync(json, { level: constants.Z_BEST_SPEED })).toString('base64') };
 }
 
 /** One journal line with its newline, as the buffers to write: the bytes hashed are the bytes written. */
 export function journalLine(seq: number, prevHash: string, payload: EventPayload): { parts: Buffer[]; hash: string } {
-  if ('json' in payload) {
+  if (payload.deflated === undefined) {
     const hash = entryHash(seq, prevHash, payload.json);
     return { parts: [Buffer.from(`{"seq":${seq},"prevHash":"${prevHash}","hash":"${hash}","event":`), payload.json, lineEnd], hash };
   }

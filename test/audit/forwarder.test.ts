@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
@@ -249,5 +249,37 @@ describe('audit forwarder', () => {
     assert.equal(sent, 5);
     await assertDeliveredOnce([...small, big.id as string, ...after]);
     assert.equal((await upstream.auditEvents()).find((e) => e.id === big.id)?.entity?.length, 12_000);
+  });
+
+  test('events the running journal commits go out from memory, byte for byte: the files are read only to catch up (issue 15)', async () => {
+    const { dir, journal } = await journalWith(3);
+    const sent: string[] = [];
+    const forwarder = new AuditForwarder({ dir, journal, postBatch: (b) => (sent.push(b.toString('utf8')), upstream.postBatch(b)), batchSize: 100, intervalMs: 60_000, lingerMs: 50 });
+    forwarder.start();
+    await until(() => forwarder.lag().events === 0); // the three written before it started come from the file
+    const plain = await appendMore(journal, 2);
+    const page = { ...pageEvent(`${process.pid}-mem-${++counter}`) };
+    await journal.append([page]);
+    // The lines are gone from disk before the forwarder's linger ends: only memory can send them.
+    for (const segment of await listSegments(dir)) await truncate(join(dir, segment.name), 0);
+    await until(() => forwarder.lag().events === 0);
+    await forwarder.stop();
+    await journal.close();
+    await assertDeliveredOnce([...plain, page.id as string]);
+    assert.ok(sent.at(-1)?.includes(JSON.stringify(page)), 'the page event goes out as the JSON journaled (not inflated from the file)');
+  });
+
+  test('a checkpoint cut short by a crash makes the forwarder start over: nothing lost, nothing stored twice', async () => {
+    const { dir, journal, ids } = await journalWith(8);
+    await journal.close();
+    const first = new AuditForwarder({ dir, postBatch: (b) => upstream.postBatch(b), batchSize: 100 });
+    assert.equal(await first.forwardOnce(), 8);
+    await writeFile(join(dir, CHECKPOINT_FILE), '{"lastSeq":');
+    const warnings: string[] = [];
+    const again = new AuditForwarder({ dir, postBatch: (b) => upstream.postBatch(b), batchSize: 100, logger: { info: () => undefined, warn: (_o, msg) => warnings.push(msg) } });
+    assert.equal(await again.forwardOnce(), 8, 'resent from the start');
+    assert.equal(await checkpointSeq(dir), 8);
+    assert.match(warnings.join('\n'), /checkpoint unreadable/);
+    for (const id of ids) assert.equal(await upstream.versions(id), 2, 'sent twice, stored once (PUT by id)');
   });
 });
