@@ -2,5 +2,6 @@
 export { PolicyStore, isHarmDetermination, HARM_DETERMINATION_CODE, type PolicyStoreObserver, type PolicyStoreOptions } from './store.ts';
 export { LruMap } from './lru.ts';
 export { consentPatientReference, consentProvisions } from './references.ts';
+export { RequestFacts, type PolicySource, type RequestFactsDeps } from './request-facts.ts';
 export { CompiledPolicyCache, requesterKey, type CompileFunction } from './compiled-cache.ts';
 export { invalidPolicyResources, policyResourceKey, validatePolicyResource, validationFailure, type PolicyResourceValidity } from './validate.ts';
