@@ -122,7 +122,7 @@ class ListingReader {
     this.opts = opts;
   }
 
-  /** The upstream pages one gateway page may read are read: it is returned short. */
+  /** Every upstream page one gateway page may read has been read: it is returned short. */
   get budgetSpent(): boolean {
     return this.pages >= maxUpstreamPagesPerPage;
   }

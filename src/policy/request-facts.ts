@@ -50,8 +50,8 @@ export class RequestFacts implements DisclosureFacts {
   private requesterFacts?: AccessFacts;
 
   private readonly deps: RequestFactsDeps;
-  readonly ctx: RequestContext;
-  readonly requester: Requester;
+  private readonly ctx: RequestContext;
+  private readonly requester: Requester;
 
   constructor(deps: RequestFactsDeps, ctx: RequestContext, requester: Requester) {
     this.deps = deps;
