@@ -12,7 +12,8 @@ import { badRequest, forbidden, GatewayError, notFound, operationOutcome, resour
 import { loadFhirDefinitions } from '../fhir/definitions.ts';
 import { allows, holdsAuditEventScope } from '../provenance/scopes.ts';
 import { originRequestTarget, parseUpstreamBase, upstreamFailure, type UpstreamResponse } from '../upstream/index.ts';
-import { DisclosureSession, type PolicySource, type Verdict } from './disclose.ts';
+import type { PolicySource } from '../policy/index.ts';
+import { DisclosureSession, type Verdict } from './disclose.ts';
 import type { Exchange, Reply, StreamedBody } from './exchange.ts';
 import { authoredManifest, gatewayAuthored } from './reply.ts';
 

@@ -94,149 +94,219 @@ function refillPage(next: string, needed: number, released: number, judged: numb
   return size < asked ? withCount(next, size) : next;
 }
 
-export async function runListing(
-  upstream: UpstreamClient,
-  session: DisclosureSession,
-  request: ListingRequest,
-  gatewayBase: string,
-  opts: { readonly requestId: string; readonly currentVersionGate?: (resources: Resource[]) => Promise<Set<string>> },
-): Promise<ListingResult> {
-  const matches: ReleasableEntry[] = [];
-  const includeCandidates = new Map<string, { readonly entry: ReleasableEntry; readonly original: Resource; readonly verdict: Verdict }>();
-  let toSkipReleased = request.offset;
-  let pages = 0;
+/** One upstream page of a listing: its matches, the next page (on the upstream) and the versions hidden by their current one. */
+interface UpstreamPage {
+  readonly entries: readonly BundleEntry[];
+  readonly matches: readonly BundleEntry[];
+  readonly nextUpstream?: string;
+  readonly blockedByCurrent: ReadonlySet<string>;
+}
 
-  const readPage = async (path: string) => {
-    pages++;
-    const { status, resource: page } = await upstream.readJson<Bundle>(path, { requestId: opts.requestId });
+interface ListingOptions {
+  readonly requestId: string;
+  readonly currentVersionGate?: (resources: Resource[]) => Promise<Set<string>>;
+}
+
+/** A listing's reads of upstream pages, counted against the page budget, and its unrecorded judgements of their entries. */
+class ListingReader {
+  private pages = 0;
+  private readonly upstream: UpstreamClient;
+  readonly session: DisclosureSession;
+  readonly request: ListingRequest;
+  private readonly opts: ListingOptions;
+
+  constructor(upstream: UpstreamClient, session: DisclosureSession, request: ListingRequest, opts: ListingOptions) {
+    this.upstream = upstream;
+    this.session = session;
+    this.request = request;
+    this.opts = opts;
+  }
+
+  /** Every upstream page one gateway page may read has been read: it is returned short. */
+  get budgetSpent(): boolean {
+    return this.pages >= maxUpstreamPagesPerPage;
+  }
+
+  /** One upstream page, with the policies of every patient its entries name loaded. */
+  async read(path: string): Promise<UpstreamPage> {
+    this.pages++;
+    const { status, resource: page } = await this.upstream.readJson<Bundle>(path, { requestId: this.opts.requestId });
     if (status === 404 || status === 410) throw new GatewayError(404, 'not-found', 'resource not found');
     if (status >= 400) throw upstreamFailure(status, { failed: 'the upstream server failed', refused: 'the upstream server rejected the search' }, { kept: [400] });
     if (page.resourceType !== 'Bundle') throw upstreamFailure(status, { failed: 'the upstream answered a search with something other than a Bundle' });
     const entries = page.entry ?? [];
     const upstreamNext = page.link?.find((l) => l.relation === 'next')?.url;
-    const nextUpstream = upstreamNext === undefined ? undefined : upstream.rewriteUpstreamUrl(upstreamNext);
+    const nextUpstream = upstreamNext === undefined ? undefined : this.upstream.rewriteUpstreamUrl(upstreamNext);
     // A next link leaving the upstream is never followed (SPEC §5); the request fails closed.
     if (nextUpstream === null) throw upstreamFailure(status, { failed: 'the upstream returned a paging link outside its base' });
     const resources = entries.flatMap((e) => (e.resource && e.search?.mode !== 'outcome' ? [e.resource] : []));
-    await session.prepare(resources);
+    await this.session.prepare(resources);
     // History: a version is released only if the current version of the same resource is (a label added
     // later must also hide the versions written before it).
-    const blockedByCurrent = request.history && opts.currentVersionGate ? await opts.currentVersionGate(resources) : new Set<string>();
+    const blockedByCurrent = this.request.history && this.opts.currentVersionGate ? await this.opts.currentVersionGate(resources) : new Set<string>();
     return { entries, matches: entries.filter((e) => e.search?.mode !== 'include' && e.search?.mode !== 'outcome'), nextUpstream, blockedByCurrent };
-  };
-
-  /** Whether an entry would be shown: decided without recording (look-ahead and offset skips show nothing). */
-  const judge = (entry: BundleEntry, blocked: Set<string>): Verdict | undefined => {
-    const resource = entry.resource;
-    if (!resource || blocked.has(refOf(resource))) return undefined; // a history delete entry, or a version hidden by its current one
-    const verdict = session.decide(resource, request.access, { record: false });
-    // A resource whose matching element was redacted away must not be returned by that match.
-    if (verdict.released && verdict.decision.outcome === 'redact' && redactionChangesMatch(resource, verdict.resource, request.criteria)) return { ...verdict, released: false };
-    return verdict;
-  };
-
-  /** Where the next gateway page starts: the first released entry at or after `from`, if any (SPEC §5: no empty trailing page). */
-  const releasedAhead = async (from: Position): Promise<Position | undefined> => {
-    if (from.skip === 0) {
-      // Most often the very next entry is released: a few entries tell, not a whole upstream page.
-      const probe = await readPage(withCount(from.upstream, probeSize));
-      if (probe.matches.some((e) => judge(e, probe.blockedByCurrent)?.released)) return from;
-      if (!probe.nextUpstream && probe.matches.length < probeSize) return undefined;
-    }
-    let position: Position | undefined = from;
-    while (position && pages < maxUpstreamPagesPerPage) {
-      const page = await readPage(position.upstream);
-      for (let i = position.skip; i < page.matches.length; i++) {
-        if (judge(page.matches[i], page.blockedByCurrent)?.released) return { upstream: position.upstream, skip: i };
-      }
-      position = page.nextUpstream ? { upstream: page.nextUpstream, skip: 0 } : undefined;
-    }
-    return position; // the page budget ran out: continue from here on the next page
-  };
-
-  let position: Position | undefined = { upstream: request.upstream, skip: request.skip };
-  let next: Position | undefined;
-  let judged = 0;
-  let released = 0;
-  let hidden = 0;
-  while (position) {
-    const page = await readPage(position.upstream);
-    for (const entry of page.entries) {
-      if (entry.search?.mode !== 'include' || !entry.resource) continue;
-      const key = refOf(entry.resource);
-      if (includeCandidates.has(key)) continue;
-      const verdict = session.decide(entry.resource, request.access, { record: false });
-      if (verdict.released) includeCandidates.set(key, { entry: { fullUrl: `${gatewayBase}/${key}`, resource: applyView(verdict.resource, request.view), search: { mode: 'include' } }, original: entry.resource, verdict });
-    }
-    let i: number = position.skip;
-    for (; i < page.matches.length && matches.length < request.count; i++) {
-      const entry = page.matches[i];
-      const verdict = judge(entry, page.blockedByCurrent);
-      if (!verdict?.released && entry.resource) hidden++;
-      if (!verdict) continue;
-      judged++;
-      if (verdict.released) released++;
-      if (verdict.released && toSkipReleased > 0) {
-        toSkipReleased--;
-        continue;
-      }
-      session.record(entry.resource as Resource, verdict);
-      if (verdict.released) matches.push(listingEntry(entry, verdict.resource, request, gatewayBase));
-    }
-    if (matches.length === request.count) {
-      // Look ahead for one more released entry: first in what this upstream page still holds.
-      for (; i < page.matches.length; i++) {
-        if (judge(page.matches[i], page.blockedByCurrent)?.released) {
-          next = { upstream: position.upstream, skip: i };
-          break;
-        }
-      }
-      if (!next && page.nextUpstream) next = await releasedAhead({ upstream: page.nextUpstream, skip: 0 });
-      break;
-    }
-    position = page.nextUpstream ? { upstream: refillPage(page.nextUpstream, request.count + toSkipReleased - matches.length, released, judged), skip: 0 } : undefined;
-    if (position && pages >= maxUpstreamPagesPerPage) {
-      next = position; // returned short: the refill budget is spent
-      break;
-    }
   }
 
-  const matchRefs = new Set(matches.map((e) => refOf(e.resource as Resource)));
+  /** Whether an entry would be shown: decided without recording (look-ahead and offset skips show nothing). */
+  judge(entry: BundleEntry, blocked: ReadonlySet<string>): Verdict | undefined {
+    const resource = entry.resource;
+    if (!resource || blocked.has(refOf(resource))) return undefined; // a history delete entry, or a version hidden by its current one
+    const verdict = this.session.decide(resource, this.request.access, { record: false });
+    // A resource whose matching element was redacted away must not be returned by that match.
+    if (verdict.released && verdict.decision.outcome === 'redact' && redactionChangesMatch(resource, verdict.resource, this.request.criteria)) return { ...verdict, released: false };
+    return verdict;
+  }
+
+  /** The index of the first match at or after `from` that would be shown, if any. */
+  firstReleased(page: UpstreamPage, from: number): number | undefined {
+    for (let i = from; i < page.matches.length; i++) if (this.judge(page.matches[i], page.blockedByCurrent)?.released) return i;
+    return undefined;
+  }
+}
+
+interface IncludeCandidate {
+  readonly entry: ReleasableEntry;
+  readonly original: Resource;
+  readonly verdict: Verdict;
+}
+
+/** What filling one gateway page gathered and counted. */
+interface PageFill {
+  readonly matches: ReleasableEntry[];
+  readonly includes: Map<string, IncludeCandidate>;
+  /** Released entries still to skip for `_offset`. */
+  toSkip: number;
+  judged: number;
+  released: number;
+  /** Entries read in range but not shown. */
+  hidden: number;
+}
+
+export async function runListing(
+  upstream: UpstreamClient,
+  session: DisclosureSession,
+  request: ListingRequest,
+  gatewayBase: string,
+  opts: ListingOptions,
+): Promise<ListingResult> {
+  const { fill, next } = await fillPage(new ListingReader(upstream, session, request, opts), gatewayBase);
+  const entries = [...fill.matches, ...justifiedIncludes(fill, session)];
+  return { entries, next: next && nextCursor(next, request), confidentiality: highWaterMark(entries), hidden: fill.hidden };
+}
+
+/** Reads upstream pages until the gateway page is full, the upstream ends or the budget is spent; `next` is where the next page starts. */
+async function fillPage(reader: ListingReader, gatewayBase: string): Promise<{ readonly fill: PageFill; readonly next?: Position }> {
+  const { request } = reader;
+  const fill: PageFill = { matches: [], includes: new Map(), toSkip: request.offset, judged: 0, released: 0, hidden: 0 };
+  let position: Position | undefined = { upstream: request.upstream, skip: request.skip };
+  while (position) {
+    const page = await reader.read(position.upstream);
+    gatherIncludes(reader, page, fill.includes, gatewayBase);
+    const stoppedAt = takeMatches(reader, page, position.skip, fill, gatewayBase);
+    if (fill.matches.length === request.count) return { fill, next: await lookAhead(reader, page, { upstream: position.upstream, skip: stoppedAt }) };
+    position = page.nextUpstream ? { upstream: refillPage(page.nextUpstream, request.count + fill.toSkip - fill.matches.length, fill.released, fill.judged), skip: 0 } : undefined;
+    if (position && reader.budgetSpent) return { fill, next: position }; // returned short: the refill budget is spent
+  }
+  return { fill };
+}
+
+/** Decides this page's matches from `from` until the gateway page is full, recording what is shown or skipped in range; returns where it stopped. */
+function takeMatches(reader: ListingReader, page: UpstreamPage, from: number, fill: PageFill, gatewayBase: string): number {
+  let i = from;
+  for (; i < page.matches.length && fill.matches.length < reader.request.count; i++) {
+    const entry = page.matches[i];
+    const verdict = reader.judge(entry, page.blockedByCurrent);
+    if (!verdict?.released && entry.resource) fill.hidden++;
+    if (!verdict) continue;
+    fill.judged++;
+    if (verdict.released) fill.released++;
+    if (verdict.released && fill.toSkip > 0) {
+      fill.toSkip--;
+      continue;
+    }
+    reader.session.record(entry.resource as Resource, verdict);
+    if (verdict.released) fill.matches.push(listingEntry(entry, verdict.resource, reader.request, gatewayBase));
+  }
+  return i;
+}
+
+/** `_include`d entries released on their own, decided without recording: shown only if a released match justifies them. */
+function gatherIncludes(reader: ListingReader, page: UpstreamPage, candidates: Map<string, IncludeCandidate>, gatewayBase: string): void {
+  for (const entry of page.entries) {
+    if (entry.search?.mode !== 'include' || !entry.resource) continue;
+    const key = refOf(entry.resource);
+    if (candidates.has(key)) continue;
+    const verdict = reader.session.decide(entry.resource, reader.request.access, { record: false });
+    if (verdict.released) candidates.set(key, { entry: { fullUrl: `${gatewayBase}/${key}`, resource: applyView(verdict.resource, reader.request.view), search: { mode: 'include' } }, original: entry.resource, verdict });
+  }
+}
+
+/** The full page ends here: one more released entry, first in what this upstream page still holds, decides the next link. */
+async function lookAhead(reader: ListingReader, page: UpstreamPage, rest: Position): Promise<Position | undefined> {
+  const inPage = reader.firstReleased(page, rest.skip);
+  if (inPage !== undefined) return { upstream: rest.upstream, skip: inPage };
+  return page.nextUpstream ? releasedAhead(reader, { upstream: page.nextUpstream, skip: 0 }) : undefined;
+}
+
+/** Where the next gateway page starts: the first released entry at or after `from`, if any (SPEC §5: no empty trailing page). */
+async function releasedAhead(reader: ListingReader, from: Position): Promise<Position | undefined> {
+  if (from.skip === 0) {
+    // Most often the very next entry is released: a few entries tell, not a whole upstream page.
+    const probe = await reader.read(withCount(from.upstream, probeSize));
+    if (reader.firstReleased(probe, 0) !== undefined) return from;
+    if (!probe.nextUpstream && probe.matches.length < probeSize) return undefined;
+  }
+  let position: Position | undefined = from;
+  while (position && !reader.budgetSpent) {
+    const page = await reader.read(position.upstream);
+    const found = reader.firstReleased(page, position.skip);
+    if (found !== undefined) return { upstream: position.upstream, skip: found };
+    position = page.nextUpstream ? { upstream: page.nextUpstream, skip: 0 } : undefined;
+  }
+  return position; // the page budget ran out: continue from here on the next page
+}
+
+/** An included entry is shown only when a released match justifies it, so nothing arrives through a withheld match. */
+function justifiedIncludes(fill: PageFill, session: DisclosureSession): ReleasableEntry[] {
+  if (fill.includes.size === 0) return [];
+  const matchRefs = new Set(fill.matches.map((e) => refOf(e.resource as Resource)));
   const referencedByMatches = new Set<string>();
-  if (includeCandidates.size > 0) for (const e of matches) referencesIn(e.resource, referencedByMatches, session.localBases);
-  // An included entry is shown only when a released match justifies it, so nothing arrives through a withheld match.
-  const included = [...includeCandidates.values()]
-    .filter(({ entry }) => {
-      const ref = refOf(entry.resource as Resource);
-      if (matchRefs.has(ref)) return false;
-      if (referencedByMatches.has(ref)) return true;
-      for (const r of referencesIn(entry.resource, new Set(), session.localBases)) if (matchRefs.has(r)) return true;
-      return false;
-    })
+  for (const e of fill.matches) referencesIn(e.resource, referencedByMatches, session.localBases);
+  const justified = (entry: ReleasableEntry): boolean => {
+    const ref = refOf(entry.resource as Resource);
+    if (matchRefs.has(ref)) return false;
+    if (referencedByMatches.has(ref)) return true;
+    for (const r of referencesIn(entry.resource, new Set(), session.localBases)) if (matchRefs.has(r)) return true;
+    return false;
+  };
+  return [...fill.includes.values()]
+    .filter(({ entry }) => justified(entry))
     .map(({ entry, original, verdict }) => {
       session.record(original, verdict);
       return entry;
     });
+}
 
-  const all = [...matches, ...included];
-  let level = -1;
-  for (const e of all) level = Math.max(level, confidentialityOf(e.resource as Resource));
+/** The cursor of the next gateway page: this listing's request, resumed at `next`. */
+function nextCursor(next: Position, request: ListingRequest): CursorState {
   return {
-    entries: all,
-    next: next && {
-      interaction: request.interaction,
-      resourceType: request.resourceType,
-      upstream: resumeAt(next.upstream, request.upstream),
-      skip: next.skip,
-      count: request.count,
-      query: request.query,
-      includes: request.includes,
-      criteria: request.criteria,
-      view: request.view,
-    },
-    confidentiality: level >= 0 ? confidentialityOrder[level] : undefined,
-    hidden,
+    interaction: request.interaction,
+    resourceType: request.resourceType,
+    upstream: resumeAt(next.upstream, request.upstream),
+    skip: next.skip,
+    count: request.count,
+    query: request.query,
+    includes: request.includes,
+    criteria: request.criteria,
+    view: request.view,
   };
+}
+
+/** The highest confidentiality among the released entries (SPEC §5 high-water mark). */
+function highWaterMark(entries: readonly ReleasableEntry[]): string | undefined {
+  let level = -1;
+  for (const e of entries) level = Math.max(level, confidentialityOf(e.resource as Resource));
+  return level >= 0 ? confidentialityOrder[level] : undefined;
 }
 
 function listingEntry(entry: BundleEntry, resource: Releasable, request: ListingRequest, gatewayBase: string): ReleasableEntry {

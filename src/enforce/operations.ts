@@ -2,8 +2,8 @@
 // $consent-enforcement-status, $security-label (§4.7), and whatever the policy's allowOperations lets through — each resource
 // of their answers still decided. Anything else is refused.
 import type { Bundle, Consent, Parameters, ParametersParameter, Resource } from '@medplum/fhirtypes';
-import { enforcementStatus } from '../decide/index.ts';
-import { validationFailure } from '../policy/index.ts';
+import { decideDisclosure, enforcementStatus } from '../decide/index.ts';
+import { RequestFacts, validationFailure } from '../policy/index.ts';
 import type { Decision, Obligation } from '../decide/types.ts';
 import { badRequest, forbidden, GatewayError, notFound, operationOutcome, resourceBody } from '../fhir/outcome.ts';
 import type { SecurityLabeler } from '../label/index.ts';
@@ -12,7 +12,6 @@ import { localKey, referenceKey } from '../fhir/references.ts';
 import { withinPatientContext } from '../provenance/confine.ts';
 import { holdsAuditEventScope, mayConcernPatient, parseScopes } from '../provenance/scopes.ts';
 import { upstreamFailure, upstreamResource } from '../upstream/index.ts';
-import { DisclosureSession } from './disclose.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { assembledBundle, echoedToSender, gatewayAuthored } from './reply.ts';
 import { exportKickOff } from './export.ts';
@@ -90,12 +89,13 @@ async function explain(x: Exchange): Promise<Reply> {
     breakGlass: Object.freeze({ inEffect: breakGlass, requested: breakGlass }),
   });
   const requester = await x.deps.store.resolveRequester(hypothetical);
-  // The same session type enforcement uses, so that explain and enforcement cannot disagree.
-  const session = new DisclosureSession({ policies: x.deps.store, policy: x.deps.policy, now: x.deps.now(), compiledPolicies: x.deps.compiledPolicies, labeler: x.deps.labeler }, hypothetical, requester);
-  await session.prepare([resource]);
-  const verdict = session.decide(resource, 'r', { record: false });
-  for (const id of verdict.patients) x.namedPatients.add(id);
-  return { status: 200, body: gatewayAuthored(decisionParameters(verdict.decision)) };
+  // The facts and the rule chain enforcement decides with, so that explain and enforcement cannot disagree;
+  // nothing is released, so no obligation is applied and nothing is accounted.
+  const facts = new RequestFacts({ policies: x.deps.store, policy: x.deps.policy, now: x.deps.now(), compiledPolicies: x.deps.compiledPolicies, labeler: x.deps.labeler }, hypothetical, requester);
+  await facts.prepare([resource]);
+  const decision = decideDisclosure(resource, 'r', facts);
+  for (const id of facts.patientsOf(resource)) x.namedPatients.add(id);
+  return { status: 200, body: gatewayAuthored(decisionParameters(decision)) };
 }
 
 function statusParameter(consent: Consent, x: Exchange): ParametersParameter {
