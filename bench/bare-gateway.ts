@@ -6,13 +6,12 @@ import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import express from 'express';
 import type { JSONWebKeySet } from 'jose';
 import { buildAuditEvents } from '../src/audit/build.ts';
 import { AuditJournal } from '../src/audit/journal.ts';
 import { policySchema } from '../src/config/policy.ts';
 import { CursorCodec } from '../src/enforce/cursor.ts';
-import { fhirErrorHandler, fhirRouter, type AuditSink } from '../src/enforce/pipeline.ts';
+import { fhirHandler, type AuditSink } from '../src/enforce/pipeline.ts';
 import { loadFhirDefinitions } from '../src/fhir/definitions.ts';
 import { labelerFromPolicy } from '../src/label/index.ts';
 import { createLogger } from '../src/ops/logger.ts';
@@ -50,28 +49,22 @@ export async function startBareGateway(opts: BareGatewayOptions): Promise<BareGa
   const audit: AuditSink = journal
     ? { record: (record) => journal.append(buildAuditEvents(record, { gatewayDevice: 'Device/disclosure-gateway', site: publicBaseUrl })) }
     : { record: async () => undefined };
-  const app = express();
-  app.disable('x-powered-by');
-  app.set('query parser', 'extended');
-  app.use(
-    fhirRouter({
-      policy,
-      fhirBase,
-      upstream,
-      store,
-      compiledPolicies: new CompiledPolicyCache({ policy }),
-      labeler: labelerFromPolicy(policy.labeling),
-      cursors: new CursorCodec(),
-      metrics: createMetrics(),
-      logger: createLogger('silent'),
-      now: () => new Date(),
-      verifier: createTokenVerifier({ jwks: opts.jwks, issuer: opts.issuer, audience: fhirBase }),
-      audit,
-      smart: { issuer: opts.issuer },
-    }),
-  );
-  app.use(fhirErrorHandler);
-  server.on('request', app);
+  const fhir = fhirHandler({
+    policy,
+    fhirBase,
+    upstream,
+    store,
+    compiledPolicies: new CompiledPolicyCache({ policy }),
+    labeler: labelerFromPolicy(policy.labeling),
+    cursors: new CursorCodec(),
+    metrics: createMetrics(),
+    logger: createLogger('silent'),
+    now: () => new Date(),
+    verifier: createTokenVerifier({ jwks: opts.jwks, issuer: opts.issuer, audience: fhirBase }),
+    audit,
+    smart: { issuer: opts.issuer },
+  });
+  server.on('request', fhir);
   return {
     fhirBase,
     stats: () => (journal ? journal.stats() : undefined),

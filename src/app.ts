@@ -1,5 +1,5 @@
 // Assembly: settings → upstream (embedded or real) → token verifier → policy store → audit → express app.
-import { createServer, type Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -11,7 +11,7 @@ import { AuditJournal } from './audit/journal.ts';
 import type { Settings } from './config/settings.ts';
 import { consoleRouter } from './console/index.ts';
 import { CursorCodec } from './enforce/cursor.ts';
-import { fhirErrorHandler, fhirRouter, type AuditSink } from './enforce/pipeline.ts';
+import { fhirHandler, isFhirPath, sendErrorOutcome, type AuditSink } from './enforce/pipeline.ts';
 import type { SmartConfiguration } from './enforce/capabilities.ts';
 import { loadFhirDefinitions } from './fhir/definitions.ts';
 import { labelerFromPolicy } from './label/index.ts';
@@ -35,7 +35,8 @@ export interface EmbeddedParts {
 }
 
 export interface Gateway {
-  readonly app: express.Express;
+  /** The one request listener: `/fhir` on node:http (enforce/pipeline.ts), everything else on express. */
+  readonly handler: RequestListener;
   readonly upstream: UpstreamClient;
   readonly store: PolicyStore;
   readonly journal: AuditJournal;
@@ -137,32 +138,31 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   app.use(opsRouter({ upstream, journal, metrics, forwarder }));
   if (opts.embedded?.routes) app.use('/dev-issuer', opts.embedded.routes);
   app.use(consoleRouter({ auditDir, fhirBase }));
-  app.use(
-    fhirRouter({
-      policy: settings.policy,
-      fhirBase,
-      upstream,
-      store,
-      compiledPolicies: new CompiledPolicyCache({ policy: settings.policy }),
-      labeler,
-      cursors: new CursorCodec(settings.CURSOR_SECRET),
-      metrics,
-      logger,
-      now: opts.now ?? (() => new Date()),
-      verifier,
-      audit,
-      smart,
-    }),
-  );
+  const fhir = fhirHandler({
+    policy: settings.policy,
+    fhirBase,
+    upstream,
+    store,
+    compiledPolicies: new CompiledPolicyCache({ policy: settings.policy }),
+    labeler,
+    cursors: new CursorCodec(settings.CURSOR_SECRET),
+    metrics,
+    logger,
+    now: opts.now ?? (() => new Date()),
+    verifier,
+    audit,
+    smart,
+  });
   // Anything outside the gateway's paths is a FHIR-shaped 404 rather than express's HTML page.
   app.use((_req, res) => {
     res.status(404).type('application/fhir+json').send(JSON.stringify(operationOutcome('not-found', 'no such endpoint')));
   });
-  app.use(fhirErrorHandler);
+  app.use((err: unknown, _req: express.Request, res: express.Response, next: (err?: unknown) => void) => (res.headersSent ? next(err) : sendErrorOutcome(res, err)));
+  const handler: RequestListener = (req, res) => (isFhirPath(req.url) ? fhir(req, res) : app(req, res));
 
   const servers: Server[] = [];
   return {
-    app,
+    handler,
     upstream,
     store,
     journal,
@@ -172,7 +172,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     fhirBase,
     async listen(port = settings.PORT, host = settings.HOST) {
       // Node's own parser errors (oversized headers, malformed request lines) still answer an OperationOutcome.
-      const server = createServer({ maxHeaderSize: 16 * 1024 }, app);
+      const server = createServer({ maxHeaderSize: 16 * 1024 }, handler);
       server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
         if (!socket.writable) return socket.destroy();
         const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;

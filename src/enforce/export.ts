@@ -3,6 +3,7 @@
 // instance with the same secret serves it and only to the client that started it. Files are streamed from
 // the upstream line by line, every line decided like a search entry; an upstream failure mid-file destroys
 // the response, so no unchecked line is ever sent and the client sees a failed download.
+import type { ServerResponse } from 'node:http';
 import type { Writable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { isResourceType } from '@medplum/core';
@@ -15,7 +16,7 @@ import { originRequestTarget, parseUpstreamBase, upstreamFailure, type UpstreamR
 import type { PolicySource } from '../policy/index.ts';
 import { DisclosureSession, type Verdict } from './disclose.ts';
 import type { Exchange, Reply, StreamedBody } from './exchange.ts';
-import { authoredManifest, gatewayAuthored } from './reply.ts';
+import { authoredJson, gatewayAuthored } from './reply.ts';
 
 /** What a job URL seals: the upstream status URL (absolute) and the kick-off as the client sent it (gateway-relative). */
 interface ExportJob {
@@ -183,7 +184,7 @@ export async function exportStatus(x: Exchange, method: string, handle: string):
   }
   if (response.status !== 200) throw exportFailure(response);
   const manifest = gatewayManifest(x, job, response.json);
-  return { status: 200, headers: { 'Content-Type': 'application/json; charset=utf-8' }, body: authoredManifest(manifest) };
+  return { status: 200, headers: { 'Content-Type': 'application/json; charset=utf-8' }, body: authoredJson(manifest) };
 }
 
 export async function exportFile(x: Exchange, method: string, handle: string): Promise<Reply> {
@@ -342,13 +343,13 @@ async function decideLines(x: Exchange, type: string, body: AsyncIterable<Buffer
 
 /** Sends a streamed reply; its audit is made durable by `audit` before the response ends. */
 export async function sendDecidedStream(
-  res: Writable & { status(code: number): unknown; setHeader(name: string, value: string): unknown },
+  res: ServerResponse,
   reply: Reply,
   stream: StreamedBody,
   audit: (bulk: BulkDisclosure, failure?: string) => Promise<void>,
 ): Promise<void> {
   for (const [name, value] of Object.entries(reply.headers ?? {})) res.setHeader(name, value);
-  res.status(reply.status);
+  res.statusCode = reply.status;
   res.on('error', () => undefined); // a client that hangs up mid-file is handled by the writer, not the process
   try {
     await stream(res, audit);

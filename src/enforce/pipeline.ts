@@ -1,7 +1,9 @@
 // The request's one straight line (ARCHITECTURE): provenance → enforce → upstream → policy → decide →
-// shape → audit (durable) → HTTP. Nothing is sent before its audit events are on disk.
+// shape → audit (durable) → HTTP. Nothing is sent before its audit events are on disk. Served on plain
+// node:http: express's request and routing layers cost more per request than this path's own HTTP work (issue 15).
 import { randomUUID } from 'node:crypto';
-import express, { type Request, type Response, type Router } from 'express';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import express from 'express';
 import type { Resource } from '@medplum/fhirtypes';
 import type { DisclosureRecord } from '../audit/record.ts';
 import { GatewayError, operationOutcome } from '../fhir/outcome.ts';
@@ -17,7 +19,7 @@ import { dispatch } from './dispatch.ts';
 import { securityLabel } from './operations.ts';
 import { bulkRecord, sendDecidedStream } from './export.ts';
 import { auditInteraction, parseFhirRoute, type FhirRoute } from './route.ts';
-import { gatewayAuthored } from './reply.ts';
+import { authoredJson, gatewayAuthored } from './reply.ts';
 import { isUpstreamError, upstreamFailure } from '../upstream/index.ts';
 
 export interface AuditSink {
@@ -37,37 +39,49 @@ const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
 const methodOverrideHeaders = ['x-http-method-override', 'x-http-method', 'x-method-override'];
 const fhirJson = 'application/fhir+json; charset=utf-8';
 
+/** What the pipeline reads of an HTTP request once its body has been read. */
+interface FhirRequest {
+  readonly method: string;
+  /** Path below `/fhir`, raw (not decoded). */
+  readonly path: string;
+  /** Query string without `?`, raw. */
+  readonly rawQuery: string;
+  /** The request target as received, for the audit. */
+  readonly url: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly body?: Buffer;
+  readonly clientAddress?: string;
+}
+
+/** Whether a request target is the gateway's FHIR endpoint (`/fhir` and below). */
+export function isFhirPath(url: string | undefined): boolean {
+  return url !== undefined && /^\/fhir(?:[/?#]|$)/.test(url);
+}
+
+function header(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value.join(', ') : value;
+}
+
 function acceptedRequestId(value: string | undefined): string {
   return value && requestIdPattern.test(value) ? value : randomUUID();
 }
 
 /** Only JSON is inspected, so only JSON is served (SPEC §5). */
-function checkFormat(req: Request): void {
-  const format = req.query._format;
-  const formats = Array.isArray(format) ? format : format === undefined ? [] : [format];
-  for (const f of formats) {
-    if (typeof f !== 'string' || !/^(json|application\/json|application\/fhir\+json)$/i.test(f.split(';')[0].trim())) {
+function checkFormat(req: FhirRequest): void {
+  for (const [name, f] of new URLSearchParams(req.rawQuery)) {
+    if (name !== '_format' && !name.startsWith('_format[')) continue;
+    // `_format[...]` (bracket notation) is not a format a client can mean: refused like any non-JSON one.
+    if (name !== '_format' || !/^(json|application\/json|application\/fhir\+json)$/i.test(f.split(';')[0].trim())) {
       throw new GatewayError(406, 'not-supported', 'only JSON is served (application/fhir+json)');
     }
   }
-  const accept = req.get('accept');
+  const accept = header(req.headers, 'accept');
   // Bulk Data files are NDJSON (SPEC §5.1), each line decided like any JSON resource.
-  const ndjson = rawPathOf(req).startsWith('/_export/file/') ? '|application\\/(fhir\\+)?ndjson' : '';
+  const ndjson = req.path.startsWith('/_export/file/') ? '|application\\/(fhir\\+)?ndjson' : '';
   if (accept && !new RegExp(`(^|,|\\s)(\\*\\/\\*|application\\/\\*|application\\/(fhir\\+)?json${ndjson})`, 'i').test(accept)) {
     throw new GatewayError(406, 'not-supported', 'only JSON is served (application/fhir+json)');
   }
-}
-
-function rawPathOf(req: Request): string {
-  const url = req.originalUrl;
-  const path = url.split('?')[0];
-  return path.replace(/^\/fhir/, '') || '/';
-}
-
-function rawQueryOf(req: Request): string {
-  const url = req.originalUrl;
-  const at = url.indexOf('?');
-  return at === -1 ? '' : url.slice(at + 1);
 }
 
 function errorReply(err: unknown, deps: PipelineDeps, requestId: string): Reply & { desc: string } {
@@ -82,15 +96,15 @@ function errorReply(err: unknown, deps: PipelineDeps, requestId: string): Reply 
 }
 
 /** The query of a search: URL parameters, plus a form body for `POST _search`. */
-function searchParamsOf(req: Request): URLSearchParams {
-  const params = new URLSearchParams(rawQueryOf(req));
-  const form = req.is('application/x-www-form-urlencoded') && Buffer.isBuffer(req.body) ? new URLSearchParams(req.body.toString('utf8')) : undefined;
+function searchParamsOf(req: FhirRequest): URLSearchParams {
+  const params = new URLSearchParams(req.rawQuery);
+  const form = /^application\/x-www-form-urlencoded\s*(;|$)/i.test(header(req.headers, 'content-type') ?? '') && req.body ? new URLSearchParams(req.body.toString('utf8')) : undefined;
   for (const [name, value] of form ?? []) params.append(name, value);
   return params;
 }
 
 /** The patients a request names by its path and parameters, whatever happened to it. */
-function patientsNamedByRoute(route: FhirRoute, req: Request): string[] {
+function patientsNamedByRoute(route: FhirRoute, req: FhirRequest): string[] {
   if ('id' in route && route.id !== undefined && route.resourceType === 'Patient') return [route.id];
   switch (route.interaction) {
     case 'search-compartment':
@@ -110,7 +124,7 @@ function patientsNamedByRoute(route: FhirRoute, req: Request): string[] {
  * SPEC §6: the audit names the patients the request was about; a request refused before any data was
  * read is filed under the patient(s) it named, so that an attempt on P2's record is in P2's accounting.
  */
-function requestedPatients(exchange: Exchange | undefined, route: FhirRoute | undefined, req: Request, status: number): string[] {
+function requestedPatients(exchange: Exchange | undefined, route: FhirRoute | undefined, req: FhirRequest, status: number): string[] {
   const named = new Set(exchange?.namedPatients);
   if (status < 400 || route === undefined) return [...named];
   try {
@@ -121,113 +135,129 @@ function requestedPatients(exchange: Exchange | undefined, route: FhirRoute | un
   return [...named];
 }
 
-function auditedQuery(req: Request): string {
+function auditedQuery(req: FhirRequest): string {
   // The cursor is opaque and long; the audit keeps the path and the rest of the query.
-  return req.originalUrl.replace(/([?&]_?cursor=)[^&]*/, '$1…');
+  return req.url.replace(/([?&]_?cursor=)[^&]*/, '$1…');
 }
 
-export function fhirRouter(deps: PipelineDeps): Router {
-  const router = express.Router();
-  const body = express.raw({ type: () => true, limit: deps.maxBodyBytes ?? 16 * 1024 * 1024 });
-
-  router.all(['/fhir', '/fhir/*path'], body, async (req: Request, res: Response) => {
-    const recorded = new Date().toISOString();
-    const requestId = acceptedRequestId(req.get('x-request-id'));
-    res.setHeader('X-Request-Id', requestId);
-    let route: FhirRoute | undefined;
-    let ctx: RequestContext | undefined;
-    let verifiedClient: string | undefined;
-    let exchange: Exchange | undefined;
-    let reply: Reply & { desc?: string };
-    try {
-      checkFormat(req);
-      if (methodOverrideHeaders.some((h) => req.get(h) !== undefined)) throw new GatewayError(400, 'not-supported', 'method override headers are not accepted');
-      route = parseFhirRoute(req.method, rawPathOf(req));
-      if (route.interaction === 'capabilities') {
-        return send(res, req, { status: 200, body: gatewayAuthored(await capabilityStatement(deps.upstream, deps.fhirBase, deps.smart, requestId)) });
-      }
-      if (route.interaction === 'smart-configuration') {
-        res.status(200).type('application/json').json(smartConfigurationDocument(deps.smart));
-        return;
-      }
-      const claims = await deps.verifier.verify(bearerToken(req.get('authorization')));
-      // Known from the verified token even if the context below is refused (no purpose of use).
-      verifiedClient = [claims.client_id, claims.azp, claims.sub].find((c): c is string => typeof c === 'string' && c.length > 0);
-      // SPEC §4.7: labeling discloses nothing it was not given, so any authenticated client may ask, purpose or not.
-      if (route.interaction === 'operation' && route.name === '$security-label' && route.resourceType === undefined && req.method === 'POST') {
-        reply = securityLabel(deps.labeler, Buffer.isBuffer(req.body) ? req.body : undefined);
-      } else {
-        ctx = buildRequestContext(claims, { requestId, categoryHeader: req.headers.category }, deps.policy, deps.store.localBases);
-        const requester = await deps.store.resolveRequester(ctx);
-        const session = new DisclosureSession({ policies: deps.store, policy: deps.policy, now: deps.now(), compiledPolicies: deps.compiledPolicies, labeler: deps.labeler }, ctx, requester);
-        const rawQuery = rawQueryOf(req);
-        exchange = {
-          deps,
-          ctx,
-          requester,
-          session,
-          query: new URLSearchParams(rawQuery),
-          rawQuery,
-          headers: req.headers,
-          body: Buffer.isBuffer(req.body) && req.body.length > 0 ? req.body : undefined,
-          namedPatients: new Set(),
-        };
-        reply = await dispatch(exchange, route, req.method);
-      }
-    } catch (err) {
-      reply = errorReply(err, deps, requestId);
-    }
-
-    const record: DisclosureRecord = {
-      requestId,
-      recorded,
-      interaction: route ? auditInteraction(route) : 'operation',
-      method: req.method,
-      query: auditedQuery(req),
-      resourceType: route && 'resourceType' in route ? route.resourceType : undefined,
-      outcome: reply.status < 400 ? 'success' : reply.status < 500 ? 'refused' : 'error',
-      httpStatus: reply.status,
-      outcomeDesc: reply.status >= 400 ? reply.desc : undefined,
-      context: ctx,
-      clientId: ctx?.clientId ?? verifiedClient,
-      breakGlassAttempt: ctx ? ctx.breakGlass.requested && !ctx.breakGlass.inEffect : categoryRequestsBreakGlass(req.headers.category),
-      patients: exchange?.session.disclosures() ?? [],
-      requestedPatients: requestedPatients(exchange, route, req, reply.status),
-      clientAddress: req.socket.remoteAddress,
-    };
-    // A Bulk Data file is audited when it has been decided to the end, before its response ends (SPEC §5.1).
-    if (reply.stream) return sendDecidedStream(res, reply, reply.stream, (bulk, failure) => deps.audit.record(bulkRecord(record, bulk, failure)));
-    const auditStarted = performance.now();
-    try {
-      await deps.audit.record(record);
-      deps.metrics.auditAppendLatency.observe((performance.now() - auditStarted) / 1000);
-    } catch (err) {
-      // No durable audit, no release (SPEC §6).
-      deps.logger.error({ requestId, err: { message: (err as Error).message } }, 'audit journal write failed');
-      reply = { status: 503, body: gatewayAuthored(operationOutcome('transient', 'the audit journal is unavailable; nothing was released')) };
-    }
-    deps.metrics.requests.inc({ interaction: record.interaction, status: String(reply.status) });
-    if (exchange) {
-      const s = exchange.session;
-      for (const layer of s.withheldLayers) deps.metrics.withheld.inc({ layer });
-      for (const p of record.patients) {
-        const counts = { released: 0, redacted: 0, withheld: 0 };
-        for (const d of p.dispositions) counts[d.disposition]++;
-        deps.metrics.decisions.inc({ outcome: 'permit' }, counts.released);
-        deps.metrics.decisions.inc({ outcome: 'redact' }, counts.redacted);
-        deps.metrics.decisions.inc({ outcome: 'deny' }, counts.withheld);
-        if (counts.redacted) deps.metrics.redacted.inc(counts.redacted);
-      }
-    }
-    send(res, req, reply);
-  });
-  return router;
+/** How far a request got: what the audit record and the metrics read of it, whatever its outcome. */
+interface Attempt {
+  reply: Reply & { desc?: string };
+  route?: FhirRoute;
+  ctx?: RequestContext;
+  verifiedClient?: string;
+  exchange?: Exchange;
+  /** Public metadata answered without a token, an audit or a decision. */
+  unaudited?: boolean;
 }
 
-function send(res: Response, req: Request, reply: Reply): void {
+/** provenance → enforce → upstream → policy → decide: the reply, or the refusal, with what was established on the way. */
+async function answer(deps: PipelineDeps, req: FhirRequest, requestId: string): Promise<Attempt> {
+  const attempt: Partial<Attempt> = {};
+  try {
+    checkFormat(req);
+    if (methodOverrideHeaders.some((h) => req.headers[h] !== undefined)) throw new GatewayError(400, 'not-supported', 'method override headers are not accepted');
+    const route = (attempt.route = parseFhirRoute(req.method, req.path));
+    if (route.interaction === 'capabilities') {
+      return { reply: { status: 200, body: gatewayAuthored(await capabilityStatement(deps.upstream, deps.fhirBase, deps.smart, requestId)) }, unaudited: true };
+    }
+    if (route.interaction === 'smart-configuration') {
+      return { reply: { status: 200, body: authoredJson(smartConfigurationDocument(deps.smart)), headers: { 'Content-Type': 'application/json; charset=utf-8' } }, unaudited: true };
+    }
+    const claims = await deps.verifier.verify(bearerToken(header(req.headers, 'authorization')));
+    // Known from the verified token even if the context below is refused (no purpose of use).
+    attempt.verifiedClient = [claims.client_id, claims.azp, claims.sub].find((c): c is string => typeof c === 'string' && c.length > 0);
+    // SPEC §4.7: labeling discloses nothing it was not given, so any authenticated client may ask, purpose or not.
+    if (route.interaction === 'operation' && route.name === '$security-label' && route.resourceType === undefined && req.method === 'POST') {
+      return { ...attempt, reply: securityLabel(deps.labeler, req.body) };
+    }
+    const ctx = (attempt.ctx = buildRequestContext(claims, { requestId, categoryHeader: req.headers.category }, deps.policy, deps.store.localBases));
+    const requester = await deps.store.resolveRequester(ctx);
+    const session = new DisclosureSession({ policies: deps.store, policy: deps.policy, now: deps.now(), compiledPolicies: deps.compiledPolicies, labeler: deps.labeler }, ctx, requester);
+    const exchange: Exchange = (attempt.exchange = {
+      deps,
+      ctx,
+      requester,
+      session,
+      query: new URLSearchParams(req.rawQuery),
+      rawQuery: req.rawQuery,
+      headers: req.headers,
+      body: req.body,
+      namedPatients: new Set(),
+    });
+    return { ...attempt, reply: await dispatch(exchange, route, req.method) };
+  } catch (err) {
+    return { ...attempt, reply: errorReply(err, deps, requestId) };
+  }
+}
+
+function disclosureRecord(req: FhirRequest, requestId: string, recorded: string, attempt: Attempt): DisclosureRecord {
+  const { reply, route, ctx, exchange } = attempt;
+  return {
+    requestId,
+    recorded,
+    interaction: route ? auditInteraction(route) : 'operation',
+    method: req.method,
+    query: auditedQuery(req),
+    resourceType: route && 'resourceType' in route ? route.resourceType : undefined,
+    outcome: reply.status < 400 ? 'success' : reply.status < 500 ? 'refused' : 'error',
+    httpStatus: reply.status,
+    outcomeDesc: reply.status >= 400 ? reply.desc : undefined,
+    context: ctx,
+    clientId: ctx?.clientId ?? attempt.verifiedClient,
+    breakGlassAttempt: ctx ? ctx.breakGlass.requested && !ctx.breakGlass.inEffect : categoryRequestsBreakGlass(req.headers.category),
+    patients: exchange?.session.disclosures() ?? [],
+    requestedPatients: requestedPatients(exchange, route, req, reply.status),
+    clientAddress: req.clientAddress,
+  };
+}
+
+/** No durable audit, no release (SPEC §6): the reply once its events are on disk, or a 503 in its place. */
+async function audited(deps: PipelineDeps, record: DisclosureRecord, reply: Reply): Promise<Reply> {
+  const started = performance.now();
+  try {
+    await deps.audit.record(record);
+    deps.metrics.auditAppendLatency.observe((performance.now() - started) / 1000);
+    return reply;
+  } catch (err) {
+    deps.logger.error({ requestId: record.requestId, err: { message: (err as Error).message } }, 'audit journal write failed');
+    return { status: 503, body: gatewayAuthored(operationOutcome('transient', 'the audit journal is unavailable; nothing was released')) };
+  }
+}
+
+/** Request and decision counters, read from the one disposition record per resource (no patient data). */
+function count(deps: PipelineDeps, record: DisclosureRecord, status: number, exchange: Exchange | undefined): void {
+  deps.metrics.requests.inc({ interaction: record.interaction, status: String(status) });
+  if (!exchange) return;
+  for (const layer of exchange.session.withheldLayers) deps.metrics.withheld.inc({ layer });
+  const counts = { released: 0, redacted: 0, withheld: 0 };
+  for (const p of record.patients) for (const d of p.dispositions) counts[d.disposition]++;
+  if (counts.released) deps.metrics.decisions.inc({ outcome: 'permit' }, counts.released);
+  if (counts.redacted) {
+    deps.metrics.decisions.inc({ outcome: 'redact' }, counts.redacted);
+    deps.metrics.redacted.inc(counts.redacted);
+  }
+  if (counts.withheld) deps.metrics.decisions.inc({ outcome: 'deny' }, counts.withheld);
+}
+
+async function handle(deps: PipelineDeps, req: FhirRequest, res: ServerResponse): Promise<void> {
+  const recorded = new Date().toISOString();
+  const requestId = acceptedRequestId(header(req.headers, 'x-request-id'));
+  res.setHeader('X-Request-Id', requestId);
+  const attempt = await answer(deps, req, requestId);
+  if (attempt.unaudited) return send(res, req.method, attempt.reply);
+  const record = disclosureRecord(req, requestId, recorded, attempt);
+  // A Bulk Data file is audited when it has been decided to the end, before its response ends (SPEC §5.1).
+  if (attempt.reply.stream) return sendDecidedStream(res, attempt.reply, attempt.reply.stream, (bulk, failure) => deps.audit.record(bulkRecord(record, bulk, failure)));
+  const reply = await audited(deps, record, attempt.reply);
+  count(deps, record, reply.status, attempt.exchange);
+  send(res, req.method, reply);
+}
+
+function send(res: ServerResponse, method: string, reply: Reply): void {
   for (const [name, value] of Object.entries(reply.headers ?? {})) if (value !== undefined) res.setHeader(name, value);
-  res.status(reply.status);
-  if (reply.body === undefined || req.method === 'HEAD') {
+  res.statusCode = reply.status;
+  if (reply.body === undefined || method === 'HEAD') {
     res.end();
     return;
   }
@@ -236,12 +266,37 @@ function send(res: Response, req: Request, reply: Reply): void {
   res.end(JSON.stringify(reply.body as Resource));
 }
 
-/** Express's own errors (body too large, bad JSON framing) as OperationOutcomes. */
-export function fhirErrorHandler(err: unknown, req: Request, res: Response, next: (err?: unknown) => void): void {
-  if (res.headersSent) return next(err);
+/** An HTTP-level failure (a body too large, broken framing, an unknown encoding) as an OperationOutcome. */
+export function sendErrorOutcome(res: ServerResponse, err: unknown): void {
   const status = typeof (err as { status?: unknown }).status === 'number' ? (err as { status: number }).status : 500;
   const text = status === 413 ? 'the request body is too large' : status < 500 ? 'the request could not be read' : 'the gateway failed';
-  res.status(status).setHeader('Content-Type', fhirJson);
+  res.statusCode = status;
+  res.setHeader('Content-Type', fhirJson);
   res.end(JSON.stringify(operationOutcome(status === 413 ? 'too-costly' : status < 500 ? 'invalid' : 'exception', text)));
-  void req;
+}
+
+/** The FHIR endpoint as a node:http request listener, for requests `isFhirPath` accepts. */
+export function fhirHandler(deps: PipelineDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  // express's raw body reader (body-parser): size limit, Content-Encoding, aborted uploads, as before.
+  const readBody = express.raw({ type: () => true, limit: deps.maxBodyBytes ?? 16 * 1024 * 1024 });
+  return (req, res) => {
+    const run = (body: Buffer | undefined): void => {
+      const url = req.url ?? '/fhir';
+      const at = url.indexOf('?');
+      const path = (at === -1 ? url : url.slice(0, at)).replace(/^\/fhir/, '') || '/';
+      const fhirRequest: FhirRequest = { method: req.method ?? 'GET', path, rawQuery: at === -1 ? '' : url.slice(at + 1), url, headers: req.headers, body, clientAddress: req.socket.remoteAddress };
+      handle(deps, fhirRequest, res).catch((err: unknown) => {
+        deps.logger.error({ err: { message: (err as Error)?.message } }, 'request failed after its reply was built');
+        if (!res.headersSent) sendErrorOutcome(res, err);
+        else res.destroy();
+      });
+    };
+    // A request without a body (every GET) skips the reader: the same test body-parser makes first.
+    if (req.headers['transfer-encoding'] === undefined && req.headers['content-length'] === undefined) return run(undefined);
+    readBody(req as express.Request, res as express.Response, (err?: unknown) => {
+      if (err) return sendErrorOutcome(res, err);
+      const body = (req as { body?: unknown }).body;
+      run(Buffer.isBuffer(body) && body.length > 0 ? body : undefined);
+    });
+  };
 }

@@ -31,9 +31,9 @@ export function echoedToSender<T extends Resource>(resource: T): Releasable<T> {
   return resource as Releasable<T>;
 }
 
-/** A Bulk Data manifest the gateway wrote (gateway URLs only, SPEC §5.1): JSON, not a FHIR resource. */
-export function authoredManifest(manifest: object): Releasable {
-  return manifest as unknown as Releasable;
+/** JSON the gateway wrote that is not a FHIR resource: a Bulk Data manifest (gateway URLs only, SPEC §5.1), the SMART configuration. */
+export function authoredJson(document: object): Releasable {
+  return document as unknown as Releasable;
 }
 
 /** A Bundle the gateway assembled; every entry's resource must already be Releasable. */
