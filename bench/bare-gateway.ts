@@ -20,6 +20,7 @@ import { PolicyStore } from '../src/policy/index.ts';
 import { CompiledPolicyCache } from '../src/policy/compiled-cache.ts';
 import { createTokenVerifier } from '../src/provenance/verify-token.ts';
 import { createUpstreamClient } from '../src/upstream/index.ts';
+import { DEFAULT_PAGE_BUDGET_BYTES, PageBudget } from '../src/upstream/page-budget.ts';
 
 export interface BareGatewayOptions {
   readonly upstreamUrl: string;
@@ -57,6 +58,7 @@ export async function startBareGateway(opts: BareGatewayOptions): Promise<BareGa
     compiledPolicies: new CompiledPolicyCache({ policy }),
     labeler: labelerFromPolicy(policy.labeling),
     cursors: new CursorCodec(),
+    pageBudget: new PageBudget(DEFAULT_PAGE_BUDGET_BYTES),
     metrics: createMetrics(),
     logger: createLogger('silent'),
     now: () => new Date(),

@@ -23,6 +23,7 @@ import { PolicyStore } from './policy/index.ts';
 import { CompiledPolicyCache } from './policy/compiled-cache.ts';
 import { createTokenVerifier, type TokenVerifier } from './provenance/verify-token.ts';
 import { createUpstreamClient, upstreamResource, type UpstreamClient } from './upstream/index.ts';
+import { PageBudget } from './upstream/page-budget.ts';
 
 export interface EmbeddedParts {
   /** FHIR base of the embedded upstream. */
@@ -146,6 +147,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     compiledPolicies: new CompiledPolicyCache({ policy: settings.policy }),
     labeler,
     cursors: new CursorCodec(settings.CURSOR_SECRET),
+    pageBudget: new PageBudget(settings.UPSTREAM_PAGE_BUDGET_BYTES, () => metrics.pageBudgetWaits.inc()),
     metrics,
     logger,
     now: opts.now ?? (() => new Date()),

@@ -4,6 +4,7 @@ import { dirname, resolve as resolvePath } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { policySchema, type DecisionPolicy } from './policy.ts';
+import { DEFAULT_PAGE_BUDGET_BYTES } from '../upstream/page-budget.ts';
 
 const url = z.string().url();
 const port = z.coerce.number().int().min(0).max(65_535);
@@ -25,6 +26,8 @@ export const settingsSchema = z
     POLICY_FILE: z.string().min(1).optional(),
     UPSTREAM_TIMEOUT_MS: positiveInt.default(15_000),
     UPSTREAM_MAX_BYTES: positiveInt.default(50 * 1024 * 1024),
+    /** Bytes of search pages all requests may hold parsed at once; a request's first page waits past it (issue 15). */
+    UPSTREAM_PAGE_BUDGET_BYTES: positiveInt.default(DEFAULT_PAGE_BUDGET_BYTES),
     AUDIT_DIR: z.string().min(1).default('./data/audit'),
     /** Key for paging cursors; set the same value on every instance behind one load balancer. */
     CURSOR_SECRET: z.string().min(32).optional(),

@@ -11,6 +11,7 @@ import type { PolicyStore } from '../policy/index.ts';
 import type { CompiledPolicyCache } from '../policy/compiled-cache.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import type { UpstreamClient } from '../upstream/index.ts';
+import type { PageBudget, PageLease } from '../upstream/page-budget.ts';
 import type { CursorCodec } from './cursor.ts';
 import type { Releasable } from './reply.ts';
 import type { DisclosureSession } from './disclose.ts';
@@ -26,6 +27,8 @@ export interface GatewayDeps {
   /** Computed sensitivity labels (SPEC §4.7), built at start-up from the policy's rule sets. */
   readonly labeler: SecurityLabeler;
   readonly cursors: CursorCodec;
+  /** Bytes of upstream pages all requests in progress may hold parsed at once (UPSTREAM_PAGE_BUDGET_BYTES). */
+  readonly pageBudget: PageBudget;
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
   readonly now: () => Date;
@@ -41,6 +44,8 @@ export interface Exchange {
   readonly rawQuery: string;
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
   readonly body?: Buffer;
+  /** This request's share of the page budget, given back once its reply is sent. */
+  readonly pageLease: PageLease;
   /** Patients the request named, for the audit record when nothing was read. */
   readonly namedPatients: Set<string>;
 }

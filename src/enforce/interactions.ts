@@ -135,6 +135,7 @@ async function respondWithListing(x: Exchange, request: ListingRequest, self: st
   const started = performance.now();
   const result = await runListing(x.deps.upstream, x.session, request, x.deps.fhirBase, {
     requestId: x.ctx.requestId,
+    pageLease: x.pageLease,
     currentVersionGate: request.history ? (resources) => currentVersionGate(x, resources) : undefined,
   });
   x.deps.metrics.decisionLatency.observe((performance.now() - started) / 1000);

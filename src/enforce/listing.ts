@@ -7,6 +7,7 @@ import { canonicalSystem, V3_CONFIDENTIALITY } from '../fhir/systems.ts';
 import { referencesIn } from '../fhir/references.ts';
 import { type UpstreamClient, upstreamFailure } from '../upstream/index.ts';
 import type { CursorState } from './cursor.ts';
+import type { PageLease } from '../upstream/page-budget.ts';
 import type { DisclosureSession, Verdict } from './disclose.ts';
 import { assembledBundle, gatewayAuthored, type Releasable, type ReleasableEntry } from './reply.ts';
 import { applyView, maxPageSize, redactionChangesMatch } from './search-params.ts';
@@ -104,6 +105,8 @@ interface UpstreamPage {
 
 interface ListingOptions {
   readonly requestId: string;
+  /** Upstream pages are parsed within the request's share of the page budget (upstream/page-budget.ts). */
+  readonly pageLease?: PageLease;
   readonly currentVersionGate?: (resources: Resource[]) => Promise<Set<string>>;
 }
 
@@ -130,7 +133,7 @@ class ListingReader {
   /** One upstream page, with the policies of every patient its entries name loaded. */
   async read(path: string): Promise<UpstreamPage> {
     this.pages++;
-    const { status, resource: page } = await this.upstream.readJson<Bundle>(path, { requestId: this.opts.requestId });
+    const { status, resource: page } = await this.upstream.readJson<Bundle>(path, { requestId: this.opts.requestId, pageLease: this.opts.pageLease });
     if (status === 404 || status === 410) throw new GatewayError(404, 'not-found', 'resource not found');
     if (status >= 400) throw upstreamFailure(status, { failed: 'the upstream server failed', refused: 'the upstream server rejected the search' }, { kept: [400] });
     if (page.resourceType !== 'Bundle') throw upstreamFailure(status, { failed: 'the upstream answered a search with something other than a Bundle' });

@@ -183,6 +183,7 @@ async function answer(deps: PipelineDeps, req: FhirRequest, requestId: string): 
       rawQuery: req.rawQuery,
       headers: req.headers,
       body: req.body,
+      pageLease: deps.pageBudget.lease(),
       namedPatients: new Set(),
     });
     return { ...attempt, reply: await dispatch(exchange, route, req.method) };
@@ -245,13 +246,18 @@ async function handle(deps: PipelineDeps, req: FhirRequest, res: ServerResponse)
   const requestId = acceptedRequestId(header(req.headers, 'x-request-id'));
   res.setHeader('X-Request-Id', requestId);
   const attempt = await answer(deps, req, requestId);
-  if (attempt.unaudited) return send(res, req.method, attempt.reply);
-  const record = disclosureRecord(req, requestId, recorded, attempt);
-  // A Bulk Data file is audited when it has been decided to the end, before its response ends (SPEC §5.1).
-  if (attempt.reply.stream) return sendDecidedStream(res, attempt.reply, attempt.reply.stream, (bulk, failure) => deps.audit.record(bulkRecord(record, bulk, failure)));
-  const reply = await audited(deps, record, attempt.reply);
-  count(deps, record, reply.status, attempt.exchange);
-  send(res, req.method, reply);
+  try {
+    if (attempt.unaudited) return send(res, req.method, attempt.reply);
+    const record = disclosureRecord(req, requestId, recorded, attempt);
+    // A Bulk Data file is audited when it has been decided to the end, before its response ends (SPEC §5.1).
+    if (attempt.reply.stream) return await sendDecidedStream(res, attempt.reply, attempt.reply.stream, (bulk, failure) => deps.audit.record(bulkRecord(record, bulk, failure)));
+    const reply = await audited(deps, record, attempt.reply);
+    count(deps, record, reply.status, attempt.exchange);
+    send(res, req.method, reply);
+  } finally {
+    // The pages this request parsed are garbage once its reply is serialised.
+    attempt.exchange?.pageLease.release();
+  }
 }
 
 function send(res: ServerResponse, method: string, reply: Reply): void {

@@ -13,6 +13,7 @@ export interface GatewayMetrics {
   readonly journalLagEvents: Gauge;
   readonly journalLagSeconds: Gauge;
   readonly auditAppendLatency: Histogram;
+  readonly pageBudgetWaits: Counter;
 }
 
 export function createMetrics(): GatewayMetrics {
@@ -31,5 +32,6 @@ export function createMetrics(): GatewayMetrics {
     journalLagEvents: new Gauge({ name: 'dg_audit_forward_lag_events', help: 'Journal events not yet forwarded to the upstream', registers }),
     journalLagSeconds: new Gauge({ name: 'dg_audit_forward_lag_seconds', help: 'Age of the oldest journal event not yet forwarded', registers }),
     auditAppendLatency: new Histogram({ name: 'dg_audit_append_seconds', help: 'Time to make a response’s audit events durable', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5], registers }),
+    pageBudgetWaits: new Counter({ name: 'dg_upstream_page_budget_waits_total', help: 'Requests that waited for room in UPSTREAM_PAGE_BUDGET_BYTES before parsing a search page', registers }),
   };
 }

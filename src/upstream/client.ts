@@ -6,6 +6,7 @@ import type { Bundle, Resource } from '@medplum/fhirtypes';
 import type { Readable } from 'node:stream';
 import { Pool } from 'undici';
 import { UpstreamError } from './errors.ts';
+import type { PageLease } from './page-budget.ts';
 import { originRequestTarget, parseUpstreamBase, rewriteUpstreamUrl, upstreamRequestTarget, type UpstreamBase } from './url.ts';
 
 export const DEFAULT_UPSTREAM_TIMEOUT_MS = 15_000;
@@ -39,6 +40,8 @@ export interface UpstreamRequestOptions {
   expectJson?: boolean;
   /** `path` may be an absolute URL anywhere on the upstream's origin, not only inside the base (Bulk Data, SPEC §5.1). */
   onOrigin?: boolean;
+  /** The request's share of the page budget: a JSON body is parsed only once it is reserved there. */
+  pageLease?: PageLease;
 }
 
 export interface UpstreamStream {
@@ -69,7 +72,7 @@ export interface UpstreamClient {
   /** GET, parse, require a `resourceType`; 5xx, non-JSON or malformed JSON → UpstreamError. 4xx answers are returned. */
   readJson<T = Resource>(
     path: string,
-    opts?: { requestId?: string; signal?: AbortSignal },
+    opts?: { requestId?: string; signal?: AbortSignal; pageLease?: PageLease },
   ): Promise<{ status: number; resource: T; headers: Record<string, string> }>;
   /** A search followed through its `next` links; a link leaving the base or a non-200 page → UpstreamError. */
   searchAll(path: string, opts?: SearchAllOptions): Promise<SearchAllResult>;
@@ -203,6 +206,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
       throw new UpstreamError('bad-content-type', `upstream answered ${mediaTypeOf(responseHeaders['content-type'])}, not JSON`, { upstreamStatus: status });
     }
     if (json && body.length > 0) {
+      await req.pageLease?.reserve(body.length);
       try {
         response.json = JSON.parse(body.toString('utf8')) as UpstreamJson;
       } catch (err) {
@@ -217,9 +221,9 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
 
   async function readJson<T = Resource>(
     path: string,
-    opts: { requestId?: string; signal?: AbortSignal } = {},
+    opts: { requestId?: string; signal?: AbortSignal; pageLease?: PageLease } = {},
   ): Promise<{ status: number; resource: T; headers: Record<string, string> }> {
-    const res = await request({ method: 'GET', path, requestId: opts.requestId, signal: opts.signal, strict: true, expectJson: true });
+    const res = await request({ method: 'GET', path, requestId: opts.requestId, signal: opts.signal, strict: true, expectJson: true, pageLease: opts.pageLease });
     const value: unknown = res.json;
     if (typeof value !== 'object' || value === null || Array.isArray(value) || typeof (value as { resourceType?: unknown }).resourceType !== 'string') {
       throw new UpstreamError('bad-body', 'upstream body is not a FHIR resource', { upstreamStatus: res.status });
