@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { GATEWAY_NODE_FLAGS } from '../src/ops/runtime.ts';
 import type { ServeRequest, ServeStats } from './serve.ts';
 
 const run = promisify(execFile);
@@ -99,6 +100,8 @@ const serveScript = fileURLToPath(new URL('./serve.ts', import.meta.url));
 export async function startChild(req: ServeRequest, opts: { profileDir?: string } = {}): Promise<Child> {
   const execArgv: string[] = [];
   if (opts.profileDir) execArgv.push('--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`);
+  // The gateway runs as `npm start` and the image run it (src/ops/runtime.ts); the baselines as plain Node.
+  if (req.role === 'gateway') execArgv.push(...GATEWAY_NODE_FLAGS);
   const child: ChildProcess = fork(serveScript, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const url = await new Promise<string>((ok, fail) => {
     const onMessage = (msg: { url?: string; error?: string }): void => {

@@ -1,0 +1,17 @@
+// Issue 15: the gateway's heap cap (src/ops/runtime.ts) is what `npm start`, the image and the bench run with,
+// so the peak RSS the bench reports is the one a deployment gets.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { GATEWAY_NODE_FLAGS } from '../../src/ops/runtime.ts';
+
+const read = (path: string): string => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
+
+test('npm start, the Dockerfile and the bench start the gateway with GATEWAY_NODE_FLAGS', () => {
+  assert.ok(GATEWAY_NODE_FLAGS.some((f) => /^--max-old-space-size=\d+$/.test(f)));
+  const start = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts.start;
+  assert.equal(start, `node ${GATEWAY_NODE_FLAGS.join(' ')} bin/disclosure-gateway.js serve`);
+  const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(read('Dockerfile'))?.[1];
+  assert.deepEqual(JSON.parse(entrypoint ?? '[]'), ['node', ...GATEWAY_NODE_FLAGS, 'bin/disclosure-gateway.js']);
+  assert.match(read('bench/load.ts'), /if \(req\.role === 'gateway'\) execArgv\.push\(\.\.\.GATEWAY_NODE_FLAGS\)/);
+});
