@@ -18,6 +18,7 @@ import { policySchema } from '../src/config/policy.ts';
 import { settingsSchema } from '../src/config/settings.ts';
 import { createLogger } from '../src/ops/logger.ts';
 import { createUpstreamClient } from '../src/upstream/index.ts';
+import { GATEWAY_NODE_FLAGS } from '../src/ops/runtime.ts';
 import { syntheticObservation, withholdingConsents } from './data.ts';
 import { createIssuer, fmt, ISSUER, machine, table } from './setup.ts';
 import { UsageError } from './usage.ts';
@@ -148,7 +149,8 @@ interface Child {
 async function startChild(role: 'gateway' | 'plain', upstreamUrl: string, jwks: JSONWebKeySet): Promise<Child> {
   const child: ChildProcess = fork(fileURLToPath(import.meta.url), [], {
     // DG_BENCH_CPU_PROFILE=<dir> writes each child's CPU profile there (see `npm run bench -- profile`).
-    execArgv: [...(process.env.DG_BENCH_CPU_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.DG_BENCH_CPU_PROFILE}`] : [])],
+    // The gateway runs with the heap flags `npm start` uses (src/ops/runtime.ts); the plain proxy as plain Node.
+    execArgv: [...(role === 'gateway' ? GATEWAY_NODE_FLAGS : []), ...(process.env.DG_BENCH_CPU_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.DG_BENCH_CPU_PROFILE}`] : [])],
     env: { ...process.env, DG_BENCH_EXPORT_ROLE: JSON.stringify({ role, upstreamUrl, jwks }) },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

@@ -7,11 +7,12 @@ import { GATEWAY_NODE_FLAGS } from '../../src/ops/runtime.ts';
 
 const read = (path: string): string => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
 
-test('npm start, the Dockerfile and the bench start the gateway with GATEWAY_NODE_FLAGS', () => {
+test('npm start, the Dockerfile and the benches start the gateway with GATEWAY_NODE_FLAGS', () => {
   assert.ok(GATEWAY_NODE_FLAGS.some((f) => /^--max-old-space-size=\d+$/.test(f)));
   const start = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts.start;
   assert.equal(start, `node ${GATEWAY_NODE_FLAGS.join(' ')} bin/disclosure-gateway.js serve`);
   const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(read('Dockerfile'))?.[1];
   assert.deepEqual(JSON.parse(entrypoint ?? '[]'), ['node', ...GATEWAY_NODE_FLAGS, 'bin/disclosure-gateway.js']);
   assert.match(read('bench/load.ts'), /if \(req\.role === 'gateway'\) execArgv\.push\(\.\.\.GATEWAY_NODE_FLAGS\)/);
+  assert.match(read('bench/export.ts'), /role === 'gateway' \? GATEWAY_NODE_FLAGS : \[\]/);
 });
