@@ -127,20 +127,40 @@ export function compile(
   policy: DecisionPolicy,
   now: Date,
 ): CompiledPatientPolicy {
+  const view = requestView(inputs, requester, now);
+  const ignored: TraceEntry[] = [];
+  const { statuses, legalRestrictions, consents } = compileConsents(inputs, policy, now, view, ignored);
+  const fhirUser = referenceKey(requester.fhirUser);
+  return {
+    patientId: inputs.patientId,
+    policy,
+    breakGlass: requester.breakGlass,
+    purposes: view.purposes,
+    legalRestrictions,
+    consents,
+    harmWithheld: compileHarmDeterminations(inputs, now, fhirUser, view.purposes, ignored),
+    ...implicitPolicy(policy, requester, fhirUser, view.purposes),
+    ignored,
+    statuses,
+    localBases: new Set(inputs.localBases ?? []),
+  };
+}
+
+/** What a consent's actors, purposes and data are matched against, for this requester and patient. */
+function requestView(inputs: PatientPolicyInputs, requester: Requester, now: Date): RequestView {
   // SPEC §3: BTG is a purpose exactly while break-the-glass is in effect.
   const withoutBtg = requester.purposes.filter((p) => p !== 'BTG');
-  const purposes = requester.breakGlass ? [...withoutBtg, 'BTG'] : withoutBtg;
   const references = new Set<string>();
   // The store lists fhirUser among the references only while it may be named (a representative whose relationship ended is not).
   for (const r of requester.references) {
     const key = referenceKey(r);
     if (key) references.add(key);
   }
-  const view: RequestView = {
+  return {
     patientId: inputs.patientId,
     references,
     identifiers: new Set(requester.identifiers),
-    purposes,
+    purposes: requester.breakGlass ? [...withoutBtg, 'BTG'] : withoutBtg,
     purposesWithoutBtg: withoutBtg,
     action: requester.action,
     memberships: inputs.memberships,
@@ -149,8 +169,10 @@ export function compile(
     breakGlass: requester.breakGlass,
     now: now.getTime(),
   };
+}
 
-  const ignored: TraceEntry[] = [];
+/** Enforceable consents compiled (legal restrictions apart, the rest newest first); the others traced as ignored. */
+function compileConsents(inputs: PatientPolicyInputs, policy: DecisionPolicy, now: Date, view: RequestView, ignored: TraceEntry[]) {
   const statuses: PolicyStatus[] = [];
   const legalRestrictions: CompiledConsent[] = [];
   const consents: CompiledConsent[] = [];
@@ -170,9 +192,12 @@ export function compile(
     (legal ? legalRestrictions : consents).push(compiled);
   }
   consents.sort((a, b) => b.dateTime - a.dateTime);
+  return { statuses, legalRestrictions, consents };
+}
 
+/** The resources valid harm determinations withhold from this requester, each with the determination that does. */
+function compileHarmDeterminations(inputs: PatientPolicyInputs, now: Date, fhirUser: string | undefined, purposes: readonly string[], ignored: TraceEntry[]): Map<string, CompiledHarm> {
   const harmWithheld = new Map<string, CompiledHarm>();
-  const fhirUser = referenceKey(requester.fhirUser);
   const isPatient = fhirUser === `Patient/${inputs.patientId}` || purposes.includes('PATRQT');
   const isRepresentative =
     (fhirUser !== undefined && keyType(fhirUser) === 'RelatedPerson') || purposes.includes('FAMRQT') || purposes.includes('PWATRNY');
@@ -187,11 +212,10 @@ export function compile(
     // harm-representative only from representatives; never from treatment or other purposes.
     const applies = isRepresentative || (isPatient && validity.ground !== 'harm-representative');
     if (!applies) continue;
-    const text = harmRefusalText(validity.ground);
     const compiled: CompiledHarm = {
       flag: rule,
       ground: validity.ground,
-      obligation: { kind: 'harm-refusal', flag: rule, ground: validity.ground, text },
+      obligation: { kind: 'harm-refusal', flag: rule, ground: validity.ground, text: harmRefusalText(validity.ground) },
       trace: {
         layer: 'harm-determination',
         effect: 'deny',
@@ -202,33 +226,26 @@ export function compile(
     };
     for (const ref of validity.withheld) if (!harmWithheld.has(ref)) harmWithheld.set(ref, compiled);
   }
+  return harmWithheld;
+}
 
+/** SPEC §4.5: what the implicit policy releases to this requester when no consent applies. */
+function implicitPolicy(policy: DecisionPolicy, requester: Requester, fhirUser: string | undefined, purposes: readonly string[]): Pick<CompiledPatientPolicy, 'implicitCeiling' | 'implicitIsBreakGlass' | 'implicitTrace'> {
   const implicit = policy.implicitPolicy;
   const clinician = fhirUser !== undefined && (keyType(fhirUser) === 'Practitioner' || keyType(fhirUser) === 'PractitionerRole');
   const baseAllowed =
     implicit === 'all-normal' ||
     (implicit === 'basic-normal' && clinician && purposes.some((p) => purposeIsA(p, 'TREAT'))) ||
     (implicit === 'break-glass-only' && requester.breakGlass);
-  // SPEC §4.5/§3: N and below; authorised BTG lifts the ceiling to R, never V.
-  const implicitCeiling = !baseAllowed ? -1 : requester.breakGlass ? RANK_R : RANK_N;
   const rule = `implicit:${implicit}`;
   return {
-    patientId: inputs.patientId,
-    policy,
-    breakGlass: requester.breakGlass,
-    purposes,
-    legalRestrictions,
-    consents,
-    harmWithheld,
-    implicitCeiling,
+    // SPEC §4.5/§3: N and below; authorised BTG lifts the ceiling to R, never V.
+    implicitCeiling: !baseAllowed ? -1 : requester.breakGlass ? RANK_R : RANK_N,
     implicitIsBreakGlass: implicit === 'break-glass-only',
     implicitTrace: {
       permit: { layer: 'implicit-policy', effect: 'permit', rule, reason: `no consent applies; implicit policy ${implicit} releases this confidentiality` },
       deny: { layer: 'implicit-policy', effect: 'deny', rule, reason: `no consent applies; implicit policy ${implicit} does not release this to this requester` },
     },
-    ignored,
-    statuses,
-    localBases: new Set(inputs.localBases ?? []),
   };
 }
 
