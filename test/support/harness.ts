@@ -24,6 +24,7 @@ export interface Harness {
   readonly auditDir: string;
   token(claims: JWTPayload, opts?: { expiresIn?: string }): Promise<string>;
   /** GET (or other method) against the gateway; returns status, headers and parsed JSON body. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- every test reads the JSON it expects; unknown would need a cast in hundreds of places
   request(path: string, opts?: { token?: string; method?: string; body?: unknown; headers?: Record<string, string> }): Promise<{ status: number; headers: Headers; body: any; text: string }>;
   /** Writes directly to the upstream (behind the gateway). */
   put(resource: Resource): Promise<void>;
@@ -103,6 +104,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
       const target = /^https?:/.test(path) ? path : `${holder.base}/${path.replace(/^\//, '')}`;
       const res = await fetch(target, { method: req.method ?? 'GET', headers, body });
       const text = await res.text();
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see request() above
       let parsedBody: any;
       try {
         parsedBody = text ? JSON.parse(text) : undefined;
