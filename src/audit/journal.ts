@@ -1,5 +1,6 @@
 // Append-only, hash-chained, group-committed audit journal (SPEC §6): an event is durable (written and
 // fsynced) before `append` resolves, i.e. before the response is released. Format: see segment.ts.
+import { writeSync } from 'node:fs';
 import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AuditEvent } from '@medplum/fhirtypes';
@@ -14,12 +15,10 @@ export interface JournalIo {
 }
 
 export const defaultJournalIo: JournalIo = {
+  // Into the page cache in place (microseconds for a commit's lines): one thread-pool hop fewer before the fdatasync.
   async write(handle, data) {
     let offset = 0;
-    while (offset < data.length) {
-      const { bytesWritten } = await handle.write(data, offset, data.length - offset);
-      offset += bytesWritten;
-    }
+    while (offset < data.length) offset += writeSync(handle.fd, data, offset, data.length - offset);
   },
   // fdatasync persists the data and the file size an append changed: enough to read it back after a crash.
   sync: (handle) => handle.datasync(),
