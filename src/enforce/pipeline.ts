@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import express from 'express';
 import type { Resource } from '@medplum/fhirtypes';
-import type { DisclosureRecord } from '../audit/record.ts';
+import type { BulkDisclosure, DisclosureRecord } from '../audit/record.ts';
 import { GatewayError, operationOutcome } from '../fhir/outcome.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import { buildRequestContext } from '../provenance/build-context.ts';
@@ -230,9 +230,25 @@ async function audited(deps: PipelineDeps, record: DisclosureRecord, reply: Repl
 function count(deps: PipelineDeps, record: DisclosureRecord, status: number, exchange: Exchange | undefined): void {
   deps.metrics.requests.inc({ interaction: record.interaction, status: String(status) });
   if (!exchange) return;
-  for (const layer of exchange.session.withheldLayers) deps.metrics.withheld.inc({ layer });
   const counts = { released: 0, redacted: 0, withheld: 0 };
   for (const p of record.patients) for (const d of p.dispositions) counts[d.disposition]++;
+  countDecisions(deps, counts, exchange.session.withheldLayers.map((layer) => [layer, 1]));
+}
+
+/** A Bulk Data file, counted from its per-patient ledger once it has been decided to the end and audited. */
+function countFile(deps: PipelineDeps, record: DisclosureRecord, bulk: BulkDisclosure): void {
+  deps.metrics.requests.inc({ interaction: record.interaction, status: String(record.httpStatus) });
+  const counts = { released: bulk.unpatiented.released, redacted: 0, withheld: bulk.unpatiented.withheld };
+  for (const p of bulk.patients) {
+    counts.released += p.released - p.redacted; // a patient's `released` includes the redacted lines
+    counts.redacted += p.redacted;
+    counts.withheld += p.withheld;
+  }
+  countDecisions(deps, counts, Object.entries(bulk.withheldBy));
+}
+
+function countDecisions(deps: PipelineDeps, counts: { released: number; redacted: number; withheld: number }, withheldBy: readonly (readonly [string, number])[]): void {
+  for (const [layer, n] of withheldBy) deps.metrics.withheld.inc({ layer }, n);
   if (counts.released) deps.metrics.decisions.inc({ outcome: 'permit' }, counts.released);
   if (counts.redacted) {
     deps.metrics.decisions.inc({ outcome: 'redact' }, counts.redacted);
@@ -250,7 +266,13 @@ async function handle(deps: PipelineDeps, req: FhirRequest, res: ServerResponse)
     if (attempt.unaudited) return send(res, req.method, attempt.reply);
     const record = disclosureRecord(req, requestId, recorded, attempt);
     // A Bulk Data file is audited when it has been decided to the end, before its response ends (SPEC §5.1).
-    if (attempt.reply.stream) return await sendDecidedStream(res, attempt.reply, attempt.reply.stream, (bulk, failure) => deps.audit.record(bulkRecord(record, bulk, failure)));
+    if (attempt.reply.stream) {
+      return await sendDecidedStream(res, attempt.reply, attempt.reply.stream, async (bulk, failure) => {
+        const fileRecord = bulkRecord(record, bulk, failure);
+        await deps.audit.record(fileRecord);
+        countFile(deps, fileRecord, bulk);
+      });
+    }
     const reply = await audited(deps, record, attempt.reply);
     count(deps, record, reply.status, attempt.exchange);
     send(res, req.method, reply);

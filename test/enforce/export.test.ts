@@ -82,6 +82,12 @@ async function manifestOf(medplum: MedplumClient, level: string, types?: string)
   return manifest as unknown as { output: { type: string; url: string; count?: number }[]; requiresAccessToken: boolean; error: unknown[]; request: string; deleted?: unknown };
 }
 
+/** The gateway's request and decision counters, by metric line (name with labels). */
+async function decisionMetrics(h: Harness): Promise<Map<string, number>> {
+  const text = await (await fetch(new URL('/metrics', h.base))).text();
+  return new Map(text.split('\n').filter((l) => /^dg_(requests|decisions)_total\{/.test(l)).map((l) => [l.slice(0, l.lastIndexOf(' ')), Number(l.slice(l.lastIndexOf(' ') + 1))]));
+}
+
 // Journal lines as the console and `audit verify` read them (large events are stored deflated, issue 15).
 async function auditEvents(h: Harness): Promise<AuditEvent[]> {
   return journalEvents(h.auditDir);
@@ -114,7 +120,15 @@ describe('Bulk Data $export through the gateway', () => {
     assert.ok(manifest.output.every((o) => o.url.startsWith(`${h.base}/_export/file/`) && o.count === undefined), 'gateway URLs, no counts');
     assert.ok(!JSON.stringify(manifest).includes(h.upstream.url), 'nothing of the upstream’s URLs reaches the client');
     const files = new Map<string, Resource[]>();
+    const metricsBefore = await decisionMetrics(h);
     for (const o of manifest.output) files.set(o.type, [...(files.get(o.type) ?? []), ...(await download(medplum, o.url))]);
+    // Streamed downloads are counted like any request, from the file's ledger (p1: 2 released incl. 1 redacted, 1 withheld; p2: 1 withheld; Patient file: p2 withheld).
+    const metricsAfter = await decisionMetrics(h);
+    const delta = (name: string) => (metricsAfter.get(name) ?? 0) - (metricsBefore.get(name) ?? 0);
+    assert.equal(delta(`dg_requests_total{interaction="operation",status="200"}`), manifest.output.length, 'one request counted per file');
+    assert.equal(delta('dg_decisions_total{outcome="redact"}'), 1);
+    assert.equal(delta('dg_decisions_total{outcome="permit"}'), 4, 'o-p1, o-p3, Patient p1 and p3');
+    assert.equal(delta('dg_decisions_total{outcome="deny"}'), 3, 'o-p1-r, o-p2 and Patient p2');
 
     const ids = (type: string) => (files.get(type) ?? []).map((r) => r.id).sort();
     assert.deepEqual(ids('Patient'), ['p1', 'p3'], 'p2 opted out of payment sharing; p4 is no member');
