@@ -2,8 +2,9 @@
 // for withheld data); an update, patch or delete touches only what the writer may see whole, and what is
 // stored stays inside the writer's confinement; policy writes meet policy-write.ts. A write is planned
 // (every check) before anything is sent, so a transaction can send its planned writes as one.
-import type { Resource } from '@medplum/fhirtypes';
-import { applyPatch, type Operation } from '@medplum/core';
+import type { Parameters, Resource } from '@medplum/fhirtypes';
+import { applyPatch, fhirpathPatchTypedValue, type Operation, parseFhirPathPatchParameters, toTypedValue } from '@medplum/core';
+import { loadFhirDefinitions } from '../fhir/definitions.ts';
 import { attributePatients, patientsOf } from '../fhir/compartment.ts';
 import { badRequest, forbidden, GatewayError, notFound, resourceBody } from '../fhir/outcome.ts';
 import type { ScopeInteraction } from '../provenance/context.ts';
@@ -86,10 +87,21 @@ async function readPrevious(x: Exchange, kind: WriteKind, resourceType: string, 
   return previous;
 }
 
-/** JSON Patch (RFC 6902) applied here, so the stored result is checked before it is stored (SPEC §5). */
+/**
+ * JSON Patch (RFC 6902) or FHIRPath Patch (a Parameters resource, as FHIR R4 defines it) applied here, so
+ * the stored result is checked before it is stored (SPEC §5). Both with `@medplum/core`.
+ */
 function patched(x: Exchange, previous: Resource, body: Buffer | undefined): Resource {
   const type = String(x.headers['content-type'] ?? 'application/json-patch+json').split(';')[0].trim().toLowerCase();
-  if (type !== 'application/json-patch+json') throw new GatewayError(415, 'not-supported', 'PATCH accepts only JSON Patch (application/json-patch+json)');
+  const result = structuredClone(previous);
+  if (type === 'application/json-patch+json') applyJsonPatch(result, body);
+  else if (type === 'application/fhir+json' || type === 'application/json') applyFhirPathPatch(result, body);
+  else throw new GatewayError(415, 'not-supported', 'PATCH accepts JSON Patch (application/json-patch+json) or FHIRPath Patch (a Parameters resource, application/fhir+json)');
+  if (result.resourceType !== previous.resourceType || result.id !== previous.id) throw badRequest('a patch may not change the resource type or id');
+  return result;
+}
+
+function applyJsonPatch(result: Resource, body: Buffer | undefined): void {
   let ops: unknown;
   try {
     ops = JSON.parse(body?.toString('utf8') ?? '');
@@ -97,12 +109,20 @@ function patched(x: Exchange, previous: Resource, body: Buffer | undefined): Res
     throw badRequest('the patch is not valid JSON', 'structure');
   }
   if (!Array.isArray(ops)) throw badRequest('a JSON Patch is an array of operations');
-  const result = structuredClone(previous);
   const failures = applyPatch(result, ops as Operation[]).filter((e) => e !== null);
   // A failed `test` answers like any other failed patch: it says nothing more about stored values.
   if (failures.length > 0) throw badRequest('the patch could not be applied', 'processing');
-  if (result.resourceType !== previous.resourceType || result.id !== previous.id) throw badRequest('a patch may not change the resource type or id');
-  return result;
+}
+
+function applyFhirPathPatch(result: Resource, body: Buffer | undefined): void {
+  const parameters = resourceBody<Parameters>(body, 'Parameters', 'a FHIRPath Patch Parameters resource');
+  loadFhirDefinitions();
+  try {
+    fhirpathPatchTypedValue(toTypedValue(result), parseFhirPathPatchParameters(parameters));
+  } catch {
+    // Medplum's messages can quote the stored values a path reached: the answer names none of them.
+    throw badRequest('the patch could not be applied', 'processing');
+  }
 }
 
 /** Moving data to other patients needs the writer to see it whole where it lands too (SPEC §5). */

@@ -200,6 +200,35 @@ describe('issue 17 write findings: attack refused, legitimate write works', () =
     assert.equal((await stored<Observation>('Observation/o-p3'))?.valueString, 'own note');
   });
 
+  test('FHIRPath Patch (a Parameters body) meets the same guards as JSON Patch: moved to another patient 403, withheld 404 as missing, its own applied', async () => {
+    const t = await ptApp(PLAIN);
+    const op = (type: string, path: string, value?: Record<string, unknown>, name?: string) => ({
+      name: 'operation',
+      part: [{ name: 'type', valueCode: type }, { name: 'path', valueString: path }, ...(name ? [{ name: 'name', valueString: name }] : []), ...(value ? [{ name: 'value', ...value }] : [])],
+    });
+    const patch = (id: string, ...operation: unknown[]) => h.request(`Observation/${id}`, { token: t, ...json('PATCH', { resourceType: 'Parameters', parameter: operation }) });
+    assert.equal((await patch('o-p3', op('replace', 'Observation.subject', { valueReference: { reference: `Patient/${P}` } }))).status, 403);
+    assert.equal((await stored<Observation>('Observation/o-p3'))?.subject?.reference, `Patient/${PLAIN}`);
+    const withheld = await patch('o-p3-r', op('replace', 'Observation.valueString', { valueString: 'x' }));
+    const missing = await patch('no-such-obs', op('replace', 'Observation.valueString', { valueString: 'x' }));
+    assert.equal(withheld.status, 404, 'an R-labelled record is concealed from a patch as from a read');
+    assert.equal(withheld.text, missing.text);
+    const failed = await patch('o-p3', op('insert', 'Observation.note', { valueAnnotation: { text: 'x' } }));
+    assert.equal(failed.status, 400, 'an insert without its index is refused');
+    assert.doesNotMatch(failed.text, /own note|o-p3/, 'the refusal quotes nothing stored');
+    const ok = await patch('o-p3', op('replace', 'Observation.valueString', { valueString: 'fhirpath note' }), op('add', 'Observation', { valueAnnotation: { text: 'added by FHIRPath Patch' } }, 'note'));
+    assert.equal(ok.status, 200, ok.text);
+    const after = await stored<Observation>('Observation/o-p3');
+    assert.equal(after?.valueString, 'fhirpath note');
+    assert.deepEqual(after?.note?.map((n) => n.text), ['added by FHIRPath Patch']);
+    // In a batch a PATCH entry carries the Parameters as its resource (FHIR R4 http.html#transaction).
+    const batch: Bundle = { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'PATCH', url: 'Observation/o-p3' }, resource: { resourceType: 'Parameters', parameter: [op('replace', 'Observation.valueString', { valueString: 'in a batch' })] } as Resource }] };
+    const answered = await h.request('', { token: t, ...json('POST', batch) });
+    assert.equal(answered.status, 200, answered.text);
+    assert.match((answered.body as Bundle).entry?.[0]?.response?.status ?? '', /^200/);
+    assert.equal((await stored<Observation>('Observation/o-p3'))?.valueString, 'in a batch');
+  });
+
   test('14: a patient app cannot write a record naming another patient by identifier or on another server; its own passes', async () => {
     const t = await ptApp(PLAIN);
     const create = (focus?: unknown) => h.request('Observation', { token: t, ...json('POST', { resourceType: 'Observation', status: 'final', code: { text: 'note' }, subject: { reference: `Patient/${PLAIN}` }, ...(focus ? { focus: [focus] } : {}) }) });
