@@ -102,7 +102,7 @@ async function sendTransaction(x: Exchange, writes: readonly { entry: BundleEntr
       request: { method: plan.method as 'POST', url: plan.url, ifMatch: plan.ifMatch, ifNoneExist: plan.ifNoneExist },
     })),
   };
-  const response = await x.deps.upstream.request({ method: 'POST', path: '', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(upstreamBundle), requestId: x.ctx.requestId, strict: true, expectJson: true });
+  const response = await x.deps.upstream.request({ method: 'POST', path: '', headers: { 'content-type': 'application/fhir+json' }, body: JSON.stringify(upstreamBundle), requestId: x.ctx.requestId, strict: true, expectJson: true, pageLease: x.pageLease });
   if (response.status >= 400) {
     for (const { plan } of writes) for (const r of [plan.previous, plan.resource]) if (r?.id) x.deps.store.invalidateResource(r);
     throw upstreamFailure(response.status, { failed: 'the upstream server failed the transaction', refused: 'the upstream server refused the transaction' }, { kept: [409, 412], otherwise: 400 });

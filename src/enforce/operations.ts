@@ -154,6 +154,7 @@ async function allowedOperation(x: Exchange, method: string, name: string, resou
     requestId: x.ctx.requestId,
     strict: true,
     expectJson: true,
+    pageLease: x.pageLease,
   });
   if (response.status >= 400) throw upstreamFailure(response.status, { failed: 'the upstream server failed the operation', refused: 'the upstream server refused the operation' }, { kept: [404], otherwise: 400 });
   const answer = upstreamResource(response);

@@ -71,7 +71,8 @@ export class PageBudget {
 export class PageLease {
   private readonly budget: PageBudget;
   private bytes = 0;
-  private admitted = false;
+  /** The first page's turn in the budget; every page after it (even one read while it waits) only adds. */
+  private admission: Promise<void> | undefined;
   private released = false;
 
   constructor(budget: PageBudget) {
@@ -81,15 +82,17 @@ export class PageLease {
   /** Resolves when a page of `bytes` may be parsed and kept until the request ends. */
   async reserve(bytes: number): Promise<void> {
     if (this.released) throw new Error('page lease used after its request ended');
-    if (this.admitted) {
-      this.budget.add(bytes);
+    if (this.admission === undefined) {
+      this.admission = Promise.resolve(this.budget.acquire(bytes));
+      await this.admission;
     } else {
-      await this.budget.acquire(bytes);
-      this.admitted = true;
-      // The request ended while this page waited (a read abandoned after another failed): hand it straight back.
-      if (this.released) return this.budget.free(bytes);
+      // A request never queues twice: two turns of one request could each wait for the other's bytes.
+      await this.admission;
+      this.budget.add(bytes);
     }
-    this.bytes += bytes;
+    // The request ended while this page waited (a read abandoned after another failed): hand it straight back.
+    if (this.released) this.budget.free(bytes);
+    else this.bytes += bytes;
   }
 
   /** Gives every byte back (idempotent); waiting requests are admitted in order. */
@@ -97,5 +100,6 @@ export class PageLease {
     if (this.released) return;
     this.released = true;
     if (this.bytes > 0) this.budget.free(this.bytes);
+    this.bytes = 0;
   }
 }

@@ -41,6 +41,26 @@ describe('page budget', () => {
     assert.equal(budget.state().held, 0);
   });
 
+  test('pages one request reads at once queue only once: two such requests cannot wait on each other', async () => {
+    const budget = new PageBudget(100);
+    const c = budget.lease();
+    await c.reserve(90);
+    const a = budget.lease();
+    const b = budget.lease();
+    // Both ask for two pages together while c holds the budget. Had a's second page queued on its own, it would
+    // wait behind nothing that could leave (a holds the rest), with b queued behind it: neither would finish.
+    const aPages = Promise.all([a.reserve(60), a.reserve(60)]);
+    const bPages = Promise.all([b.reserve(30), b.reserve(30)]);
+    await tick();
+    assert.deepEqual(budget.state(), { held: 90, waiting: 2 }, 'one turn each in the queue, not two');
+    c.release();
+    await Promise.all([aPages, bPages]);
+    assert.deepEqual(budget.state(), { held: 180, waiting: 0 });
+    a.release();
+    b.release();
+    assert.deepEqual(budget.state(), { held: 0, waiting: 0 });
+  });
+
   test('a page larger than the whole budget is read alone; one abandoned while it waited is handed straight back', async () => {
     const waits: number[] = [];
     const budget = new PageBudget(10, () => waits.push(1));
