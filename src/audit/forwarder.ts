@@ -5,6 +5,7 @@
 import { open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Bundle } from '@medplum/fhirtypes';
+import { isFhirId } from '../fhir/references.ts';
 import type { AuditJournal, CommittedEvent } from './journal.ts';
 import { CHECKPOINT_FILE, inflateEvent, listSegments, parseEntry } from './segment.ts';
 
@@ -54,7 +55,6 @@ const READ_CHUNK = 1024 * 1024;
 const MAX_LINE_BYTES = 64 * 1024 * 1024;
 /** Most event bytes kept in memory for forwarding; past it the oldest are read back from the journal. */
 const MAX_RECENT_BYTES = 8 * 1024 * 1024;
-const safeId = /^[A-Za-z0-9\-.]{1,64}$/;
 
 interface Cursor {
   segment: string;
@@ -155,12 +155,13 @@ export class AuditForwarder {
   private keepRecent(committed: readonly CommittedEvent[]): void {
     for (const e of committed) {
       const last = this.recent.at(-1);
-      if ((last !== undefined && last.seq + 1 !== e.seq) || e.id === undefined || !safeId.test(e.id)) {
+      const putAs = e.id !== undefined && isFhirId(e.id) ? e.id : undefined;
+      if (putAs === undefined || (last !== undefined && last.seq + 1 !== e.seq)) {
         this.recent = [];
         this.recentBytes = 0;
-        if (e.id === undefined || !safeId.test(e.id)) continue;
       }
-      this.recent.push({ seq: e.seq, hash: e.hash, id: e.id, recorded: e.recorded, event: e.json });
+      if (putAs === undefined) continue;
+      this.recent.push({ seq: e.seq, hash: e.hash, id: putAs, recorded: e.recorded, event: e.json });
       this.recentBytes += e.json.length;
     }
     while (this.recentBytes > MAX_RECENT_BYTES && this.recent.length > 0) this.recentBytes -= (this.recent.shift() as ForwardEntry).event.length;
