@@ -9,6 +9,11 @@ export function refusal(rule: string, reason: string, layer: RuleLayer = 'scope'
   return { outcome: 'deny', obligations: [], trace: [{ layer, effect: 'deny', rule, reason }], breakGlassUsed: false, part2: false };
 }
 
+/** The rule layer that withheld a denied resource (consent, restriction, scope…), for metrics and export counts. */
+export function withholdingLayer(decision: Decision): string {
+  return decision.trace.find((t) => t.effect === 'deny')?.layer ?? 'unknown';
+}
+
 /** A permit that no patient's rules govern, with the reason it was released. */
 export function ungoverned(reason: string): Decision {
   return { outcome: 'permit', obligations: [], trace: [{ layer: 'not-patient-data', effect: 'permit', rule: 'scope', reason }], breakGlassUsed: false, part2: false };

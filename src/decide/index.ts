@@ -3,7 +3,7 @@ export { compile } from './compile.ts';
 export type { CompiledPatientPolicy, PolicyStatus } from './compile.ts';
 export { evaluate } from './evaluate.ts';
 export { binaryRefusal, launchPatientRefusal, type AccessFacts } from './access.ts';
-export { combineDecisions, refusal, storedBundleDecision, ungoverned, withContainedDecided } from './combine.ts';
+export { combineDecisions, refusal, storedBundleDecision, ungoverned, withContainedDecided, withholdingLayer } from './combine.ts';
 export { decideDisclosure, type DisclosureFacts, type DisclosureOptions } from './disclosure.ts';
 export { enforcementStatus, isLegalRestriction } from './consent-shape.ts';
 export { harmDeterminationValidity, harmRefusalText } from './harm.ts';

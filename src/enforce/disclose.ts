@@ -2,7 +2,7 @@
 // obligations, and keeps the per-patient account that audit records.
 import type { Resource } from '@medplum/fhirtypes';
 import type { PatientDisclosure, ResourceDisposition } from '../audit/record.ts';
-import { decideDisclosure, type DisclosureOptions } from '../decide/index.ts';
+import { decideDisclosure, type DisclosureOptions, withholdingLayer } from '../decide/index.ts';
 import type { Decision, Obligation, Requester, TraceEntry } from '../decide/types.ts';
 import type { LocalBases } from '../fhir/references.ts';
 import type { RequestContext, ScopeInteraction } from '../provenance/context.ts';
@@ -39,10 +39,9 @@ export class DisclosureSession {
   private readonly accounts = new Map<string, PatientAccount>();
   /** Harm-determination refusals met in this request, to be stated to the patient (SPEC §4.3). */
   readonly harmRefusals: Extract<Obligation, { kind: 'harm-refusal' }>[] = [];
-  /** Number of resources withheld in this request (metrics). */
-  withheldCount = 0;
-  /** Of those, the ones withheld for a reason other than a stated harm determination (the general notice). */
+  /** Resources withheld for a reason other than a stated harm determination (the general notice). */
   withheldUnstated = 0;
+  /** The layer that withheld each withheld resource (metrics). */
   readonly withheldLayers: string[] = [];
 
   constructor(deps: RequestFactsDeps, ctx: RequestContext, requester: Requester) {
@@ -74,9 +73,7 @@ export class DisclosureSession {
     const ref = reference(resource);
     const versionId = resource.meta?.versionId;
     if (!verdict.released) {
-      this.withheldCount++;
-      const layer = decision.trace.find((t) => t.effect === 'deny')?.layer ?? 'unknown';
-      this.withheldLayers.push(layer);
+      this.withheldLayers.push(withholdingLayer(decision));
       let stated = false;
       for (const o of decision.obligations) {
         if (o.kind !== 'harm-refusal') continue;

@@ -10,6 +10,7 @@ import { isResourceType } from '@medplum/core';
 import type { Parameters, Resource } from '@medplum/fhirtypes';
 import type { BulkDisclosure, BulkPatientCount, DisclosureRecord } from '../audit/record.ts';
 import { badRequest, forbidden, GatewayError, notFound, operationOutcome, resourceBody } from '../fhir/outcome.ts';
+import { withholdingLayer } from '../decide/index.ts';
 import { loadFhirDefinitions } from '../fhir/definitions.ts';
 import { allows, holdsAuditEventScope } from '../provenance/scopes.ts';
 import { originRequestTarget, parseUpstreamBase, upstreamFailure, type UpstreamResponse } from '../upstream/index.ts';
@@ -237,7 +238,7 @@ class FileAccount {
 
   add(verdict: Verdict): void {
     if (!verdict.released) {
-      const layer = verdict.decision.trace.find((t) => t.effect === 'deny')?.layer ?? 'unknown';
+      const layer = withholdingLayer(verdict.decision);
       this.withheldBy[layer] = (this.withheldBy[layer] ?? 0) + 1;
     }
     if (verdict.patients.length === 0) this.unpatiented[verdict.released ? 'released' : 'withheld']++;
