@@ -10,13 +10,19 @@ import { operation } from './operations.ts';
 import type { FhirRoute } from './route.ts';
 import { write } from './write.ts';
 
+/** A form-encoded body's parameters (`POST _search`); undefined when the body is not form-encoded. */
+export function formParams(headers: Exchange['headers'], body: Buffer | undefined): URLSearchParams | undefined {
+  const type = String(headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+  return type === 'application/x-www-form-urlencoded' ? new URLSearchParams(body?.toString('utf8') ?? '') : undefined;
+}
+
 /** URL query plus, for POST _search, the form body (FHIR search via POST). */
 function searchParams(x: Exchange, route: FhirRoute): URLSearchParams {
   const params = new URLSearchParams(x.rawQuery);
   if ('viaPost' in route && route.viaPost) {
-    const type = String(x.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
-    if (type !== 'application/x-www-form-urlencoded') throw new GatewayError(415, 'not-supported', 'POST _search needs an application/x-www-form-urlencoded body');
-    for (const [name, value] of new URLSearchParams(x.body?.toString('utf8') ?? '')) params.append(name, value);
+    const form = formParams(x.headers, x.body);
+    if (!form) throw new GatewayError(415, 'not-supported', 'POST _search needs an application/x-www-form-urlencoded body');
+    for (const [name, value] of form) params.append(name, value);
   }
   return params;
 }

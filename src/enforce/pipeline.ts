@@ -15,7 +15,7 @@ import { bearerToken, type TokenVerifier } from '../provenance/verify-token.ts';
 import { capabilityStatement, smartConfigurationDocument, type SmartConfiguration } from './capabilities.ts';
 import { DisclosureSession } from './disclose.ts';
 import type { Exchange, GatewayDeps, Reply } from './exchange.ts';
-import { dispatch } from './dispatch.ts';
+import { dispatch, formParams } from './dispatch.ts';
 import { securityLabel } from './operations.ts';
 import { bulkRecord, sendDecidedStream } from './export.ts';
 import { auditInteraction, parseFhirRoute, type FhirRoute } from './route.ts';
@@ -98,8 +98,7 @@ function errorReply(err: unknown, deps: PipelineDeps, requestId: string): Reply 
 /** The query of a search: URL parameters, plus a form body for `POST _search`. */
 function searchParamsOf(req: FhirRequest): URLSearchParams {
   const params = new URLSearchParams(req.rawQuery);
-  const form = /^application\/x-www-form-urlencoded\s*(;|$)/i.test(header(req.headers, 'content-type') ?? '') && req.body ? new URLSearchParams(req.body.toString('utf8')) : undefined;
-  for (const [name, value] of form ?? []) params.append(name, value);
+  for (const [name, value] of formParams(req.headers, req.body) ?? []) params.append(name, value);
   return params;
 }
 
