@@ -87,14 +87,9 @@ export class RequestFacts implements DisclosureFacts {
   private async resolveIdentifiers(resources: readonly Resource[]): Promise<void> {
     const wanted = new Set<string>();
     for (const resource of resources) {
-      if (resource.resourceType === 'Bundle') continue; // its entries are attributed one by one below
-      for (const key of this.attribution(resource).identifiers) if (!this.identified.has(key)) wanted.add(key);
-    }
-    for (const resource of resources) {
-      if (resource.resourceType !== 'Bundle') continue;
-      for (const e of resource.entry ?? []) {
-        if (e.resource) for (const key of this.attribution(e.resource).identifiers) if (!this.identified.has(key)) wanted.add(key);
-      }
+      // A stored Bundle's entries are attributed one by one.
+      const attributed = resource.resourceType === 'Bundle' ? (resource.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : [])) : [resource];
+      for (const r of attributed) for (const key of this.attribution(r).identifiers) if (!this.identified.has(key)) wanted.add(key);
     }
     if (wanted.size === 0) return;
     const resolver = this.deps.policies.resolvePatientIdentifiers;
