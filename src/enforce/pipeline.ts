@@ -46,6 +46,8 @@ interface FhirRequest {
   readonly path: string;
   /** Query string without `?`, raw. */
   readonly rawQuery: string;
+  /** That query, parsed once for the format check and the handlers (which copy before changing it). */
+  readonly query: URLSearchParams;
   /** The request target as received, for the audit. */
   readonly url: string;
   readonly headers: IncomingHttpHeaders;
@@ -69,7 +71,7 @@ function acceptedRequestId(value: string | undefined): string {
 
 /** Only JSON is inspected, so only JSON is served (SPEC §5). */
 function checkFormat(req: FhirRequest): void {
-  for (const [name, f] of new URLSearchParams(req.rawQuery)) {
+  for (const [name, f] of req.query) {
     if (name !== '_format' && !name.startsWith('_format[')) continue;
     // `_format[...]` (bracket notation) is not a format a client can mean: refused like any non-JSON one.
     if (name !== '_format' || !/^(json|application\/json|application\/fhir\+json)$/i.test(f.split(';')[0].trim())) {
@@ -178,7 +180,7 @@ async function answer(deps: PipelineDeps, req: FhirRequest, requestId: string): 
       ctx,
       requester,
       session,
-      query: new URLSearchParams(req.rawQuery),
+      query: req.query,
       rawQuery: req.rawQuery,
       headers: req.headers,
       body: req.body,
@@ -311,7 +313,8 @@ export function fhirHandler(deps: PipelineDeps): (req: IncomingMessage, res: Ser
       const url = req.url ?? '/fhir';
       const at = url.indexOf('?');
       const path = (at === -1 ? url : url.slice(0, at)).replace(/^\/fhir/, '') || '/';
-      const fhirRequest: FhirRequest = { method: req.method ?? 'GET', path, rawQuery: at === -1 ? '' : url.slice(at + 1), url, headers: req.headers, body, clientAddress: req.socket.remoteAddress };
+      const rawQuery = at === -1 ? '' : url.slice(at + 1);
+      const fhirRequest: FhirRequest = { method: req.method ?? 'GET', path, rawQuery, query: new URLSearchParams(rawQuery), url, headers: req.headers, body, clientAddress: req.socket.remoteAddress };
       handle(deps, fhirRequest, res).catch((err: unknown) => {
         deps.logger.error({ err: { message: (err as Error)?.message } }, 'request failed after its reply was built');
         if (!res.headersSent) sendErrorOutcome(res, err);
