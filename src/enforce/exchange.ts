@@ -7,7 +7,7 @@ import type { Requester } from '../decide/types.ts';
 import type { GatewayMetrics } from '../ops/metrics.ts';
 import type { SecurityLabeler } from '../label/index.ts';
 import type { Logger } from '../ops/logger.ts';
-import type { PolicyStore } from '../policy/index.ts';
+import type { PolicySource, PolicyStore, RequestFactsDeps } from '../policy/index.ts';
 import type { CompiledPolicyCache } from '../policy/compiled-cache.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import type { UpstreamClient } from '../upstream/index.ts';
@@ -32,6 +32,11 @@ export interface GatewayDeps {
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
   readonly now: () => Date;
+}
+
+/** What one request decides with — an enforcement session's facts or explain's — from the gateway's collaborators. */
+export function requestFactsDeps(deps: GatewayDeps, policies: PolicySource = deps.store): RequestFactsDeps {
+  return { policies, policy: deps.policy, now: deps.now(), compiledPolicies: deps.compiledPolicies, labeler: deps.labeler };
 }
 
 export interface Exchange {

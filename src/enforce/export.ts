@@ -16,7 +16,7 @@ import { allows, holdsAuditEventScope } from '../provenance/scopes.ts';
 import { originRequestTarget, parseUpstreamBase, upstreamFailure, type UpstreamResponse } from '../upstream/index.ts';
 import type { PolicySource } from '../policy/index.ts';
 import { DisclosureSession, type Verdict } from './disclose.ts';
-import type { Exchange, Reply, StreamedBody } from './exchange.ts';
+import { type Exchange, type Reply, requestFactsDeps, type StreamedBody } from './exchange.ts';
 import { authoredJson, gatewayAuthored } from './reply.ts';
 
 /** What a job URL seals: the upstream status URL (absolute) and the kick-off as the client sent it (gateway-relative). */
@@ -278,7 +278,7 @@ class FileSessions {
   for(lines: number): DisclosureSession {
     const { deps, ctx, requester } = this.x;
     if (!this.session || this.lines >= linesPerSession || Date.now() - this.startedAt > deps.policy.cache.ttlSeconds * 1000) {
-      this.session = new DisclosureSession({ policies: this.policies, policy: deps.policy, now: deps.now(), compiledPolicies: deps.compiledPolicies, labeler: deps.labeler }, ctx, requester);
+      this.session = new DisclosureSession(requestFactsDeps(deps, this.policies), ctx, requester);
       this.lines = 0;
       this.startedAt = Date.now();
     }

@@ -12,7 +12,7 @@ import { localKey, referenceKey } from '../fhir/references.ts';
 import { withinPatientContext } from '../provenance/confine.ts';
 import { holdsAuditEventScope, mayConcernPatient, parseScopes } from '../provenance/scopes.ts';
 import { upstreamFailure, upstreamResource } from '../upstream/index.ts';
-import type { Exchange, Reply } from './exchange.ts';
+import { type Exchange, type Reply, requestFactsDeps } from './exchange.ts';
 import { assembledBundle, echoedToSender, gatewayAuthored } from './reply.ts';
 import { exportKickOff } from './export.ts';
 import { confineInstance, everything } from './interactions.ts';
@@ -91,7 +91,7 @@ async function explain(x: Exchange): Promise<Reply> {
   const requester = await x.deps.store.resolveRequester(hypothetical);
   // The facts and the rule chain enforcement decides with, so that explain and enforcement cannot disagree;
   // nothing is released, so no obligation is applied and nothing is accounted.
-  const facts = new RequestFacts({ policies: x.deps.store, policy: x.deps.policy, now: x.deps.now(), compiledPolicies: x.deps.compiledPolicies, labeler: x.deps.labeler }, hypothetical, requester);
+  const facts = new RequestFacts(requestFactsDeps(x.deps), hypothetical, requester);
   await facts.prepare([resource]);
   const decision = decideDisclosure(resource, 'r', facts);
   for (const id of facts.patientsOf(resource)) x.namedPatients.add(id);

@@ -14,7 +14,7 @@ import { patientsNamedBy } from '../provenance/confine.ts';
 import { bearerToken, type TokenVerifier } from '../provenance/verify-token.ts';
 import { capabilityStatement, smartConfigurationDocument, type SmartConfiguration } from './capabilities.ts';
 import { DisclosureSession } from './disclose.ts';
-import type { Exchange, GatewayDeps, Reply } from './exchange.ts';
+import { type Exchange, type GatewayDeps, type Reply, requestFactsDeps } from './exchange.ts';
 import { dispatch, formParams } from './dispatch.ts';
 import { securityLabel } from './operations.ts';
 import { bulkRecord, sendDecidedStream } from './export.ts';
@@ -174,7 +174,7 @@ async function answer(deps: PipelineDeps, req: FhirRequest, requestId: string): 
     }
     const ctx = (attempt.ctx = buildRequestContext(claims, { requestId, categoryHeader: req.headers.category }, deps.policy, deps.store.localBases));
     const requester = await deps.store.resolveRequester(ctx);
-    const session = new DisclosureSession({ policies: deps.store, policy: deps.policy, now: deps.now(), compiledPolicies: deps.compiledPolicies, labeler: deps.labeler }, ctx, requester);
+    const session = new DisclosureSession(requestFactsDeps(deps), ctx, requester);
     const exchange: Exchange = (attempt.exchange = {
       deps,
       ctx,
