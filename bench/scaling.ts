@@ -54,7 +54,30 @@ function timeIt(fn: () => void | Promise<void>, minMs = 400): Promise<number> {
   })();
 }
 
-async function measure(templates: readonly Observation[], c: Case): Promise<{ gatewayMs: number; floorMs: number; released: number }> {
+/**
+ * The response's own serialisation against a structured clone of it (flat strings, fresh objects), each the
+ * first stringify of its graph, in alternating order. Near 1.0 when JSON.stringify keeps its fast path; a
+ * string built by concatenation anywhere in the Bundle (src/fhir/flat.ts) would make the response 2–4× slower.
+ */
+async function serialiseRatio(once: () => Promise<Bundle>, rounds = 60): Promise<{ serialiseUs: number; ratio: number }> {
+  let own = 0;
+  let copy = 0;
+  for (let i = 0; i < rounds; i++) {
+    const bundle = await once();
+    const clone = structuredClone(bundle);
+    const order = i % 2 === 0 ? [bundle, clone] : [clone, bundle];
+    const times = order.map((value) => {
+      const start = performance.now();
+      JSON.stringify(value);
+      return performance.now() - start;
+    });
+    own += i % 2 === 0 ? times[0] : times[1];
+    copy += i % 2 === 0 ? times[1] : times[0];
+  }
+  return { serialiseUs: (own * 1000) / rounds, ratio: copy / own };
+}
+
+async function measure(templates: readonly Observation[], c: Case): Promise<{ gatewayMs: number; floorMs: number; released: number; serialiseUs: number; ratio: number }> {
   const text = pageText(templates, c);
   const inputs = new Map<string, PatientPolicyInputs>();
   for (let p = 0; p < c.patients; p++) {
@@ -73,15 +96,16 @@ async function measure(templates: readonly Observation[], c: Case): Promise<{ ga
     includes: [], criteria: [['patient', 'scale-p0']], view: {}, history: false, access: 's', query: 'patient=scale-p0',
   };
   let released = 0;
-  const gatewayMs = await timeIt(async () => {
+  const respond = async (): Promise<Bundle> => {
     const session = new DisclosureSession({ policies, policy, now: new Date('2025-06-15T12:00:00Z'), labeler }, ctx, requester);
     const result = await runListing(upstream, session, request, 'http://gateway.test/fhir', { requestId: 'scale' });
     released = result.entries.length;
-    JSON.stringify(listingBundle('searchset', result, { self: 'http://gateway.test/fhir/Observation' }, []));
     session.disclosures();
-  });
+    return listingBundle('searchset', result, { self: 'http://gateway.test/fhir/Observation?patient=scale-p0' }, []);
+  };
+  const gatewayMs = await timeIt(async () => void JSON.stringify(await respond()));
   const floorMs = await timeIt(() => void JSON.stringify(JSON.parse(text)));
-  return { gatewayMs, floorMs, released };
+  return { gatewayMs, floorMs, released, ...(await serialiseRatio(respond)) };
 }
 
 export async function run(): Promise<void> {
@@ -96,10 +120,10 @@ export async function run(): Promise<void> {
   const rows: string[][] = [];
   for (const c of cases) {
     const m = await measure(templates, c);
-    rows.push([String(c.entries), String(c.consents), String(c.patients), String(m.released), fmt.n(m.gatewayMs, 2), fmt.n((m.gatewayMs * 1000) / c.entries, 1), fmt.n(m.floorMs, 2), `${fmt.n(m.floorMs / m.gatewayMs, 2)}×`]);
+    rows.push([String(c.entries), String(c.consents), String(c.patients), String(m.released), fmt.n(m.gatewayMs, 2), fmt.n((m.gatewayMs * 1000) / c.entries, 1), fmt.n(m.floorMs, 2), `${fmt.n(m.floorMs / m.gatewayMs, 2)}×`, fmt.n(m.serialiseUs), `${fmt.n(m.ratio, 2)}×`]);
   }
   console.log(`\nscaling (in-process, one core; ${machine()})\n`);
-  console.log(table(['entries', 'consents/patient', 'patients/bundle', 'released', 'enforce ms/page', 'µs/entry', 'parse floor ms', 'vs floor'], rows));
+  console.log(table(['entries', 'consents/patient', 'patients/bundle', 'released', 'enforce ms/page', 'µs/entry', 'parse floor ms', 'vs floor', 'serialise µs', 'a fresh copy vs it'], rows));
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) await run();

@@ -13,6 +13,7 @@ import type { Exchange, Reply } from './exchange.ts';
 import { listingBundle, runListing, upstreamPageSize, type ListingRequest } from './listing.ts';
 import { withheldNotices } from './notices.ts';
 import { maxPageSize, sanitiseSearch } from './search-params.ts';
+import { flat } from '../fhir/flat.ts';
 
 export function requireScope(x: Exchange, resourceType: string, interaction: ScopeInteraction): void {
   if (!allows(x.ctx, resourceType, interaction)) throw forbidden();
@@ -117,8 +118,8 @@ function withPaging(path: string, params: URLSearchParams, count: number): strin
  * page from the link's query on the type (MedplumClient.searchResourcePages) can follow it. Others use `_page`.
  */
 function nextLink(base: string, state: CursorState, sealed: string): string {
-  if (state.interaction === 'search-type' && state.resourceType) return `${base}/${state.resourceType}?_cursor=${sealed}&_count=${state.count}`;
-  return `${base}/_page?cursor=${sealed}`;
+  if (state.interaction === 'search-type' && state.resourceType) return flat`${base}/${state.resourceType}?_cursor=${sealed}&_count=${state.count}`;
+  return flat`${base}/_page?cursor=${sealed}`;
 }
 
 /** `Type?_cursor=…`: a continuation, not a new search; anything but paging and format parameters is refused. */
@@ -206,7 +207,7 @@ export async function search(
   const resolved = await resolvePatientIdentifiers(x, params);
   if (!resolved) {
     // No patient the requester may search carries that identifier: an empty answer, as for any miss.
-    return { status: 200, body: listingBundle('searchset', { entries: [] }, { self: `${x.deps.fhirBase}/${resourceType ?? ''}${x.rawQuery ? `?${x.rawQuery}` : ''}` }, []) };
+    return { status: 200, body: listingBundle('searchset', { entries: [] }, { self: flat`${x.deps.fhirBase}/${resourceType ?? ''}${x.rawQuery ? `?${x.rawQuery}` : ''}` }, []) };
   }
   const sanitised = sanitiseSearch(resourceType, resolved);
   const confined = confineSearch(x.ctx, x.deps.policy, {
@@ -218,7 +219,7 @@ export async function search(
   for (const id of patientsNamedBy(resourceType, confined, compartmentId ? { type: 'Patient', id: compartmentId } : undefined).ids) x.namedPatients.add(id);
   if (resourceType) narrowToGrantedQuery(x, resourceType, confined);
   const path = compartmentId ? `Patient/${compartmentId}/${resourceType}` : (resourceType ?? '');
-  const self = `${x.deps.fhirBase}/${path}${x.rawQuery ? `?${x.rawQuery}` : ''}`;
+  const self = flat`${x.deps.fhirBase}/${path}${x.rawQuery ? `?${x.rawQuery}` : ''}`;
   return respondWithListing(
     x,
     {
@@ -270,7 +271,7 @@ export async function history(x: Exchange, target: { readonly resourceType?: str
       access: id ? 'r' : 's',
       query: x.rawQuery,
     },
-    `${x.deps.fhirBase}/${path}${x.rawQuery ? `?${x.rawQuery}` : ''}`,
+    flat`${x.deps.fhirBase}/${path}${x.rawQuery ? `?${x.rawQuery}` : ''}`,
     'history',
   );
 }
@@ -317,7 +318,7 @@ export async function everything(x: Exchange, patientId: string, params: URLSear
   return respondWithListing(
     x,
     { interaction: 'operation', resourceType: 'Patient', upstream: withPaging(path, upstreamParams, count), skip: 0, count, offset: 0, includes: [], criteria: [], view: {}, history: false, access: 's', query: x.rawQuery },
-    `${x.deps.fhirBase}/${path}${x.rawQuery ? `?${x.rawQuery}` : ''}`,
+    flat`${x.deps.fhirBase}/${path}${x.rawQuery ? `?${x.rawQuery}` : ''}`,
     'searchset',
   );
 }
@@ -335,7 +336,7 @@ export async function page(x: Exchange, cursor: string, expected?: Pick<CursorSt
   return respondWithListing(
     x,
     { ...state, offset: 0, history, access },
-    `${x.deps.fhirBase}/_page?cursor=${cursor}`,
+    flat`${x.deps.fhirBase}/_page?cursor=${cursor}`,
     history ? 'history' : 'searchset',
   );
 }

@@ -11,6 +11,7 @@ import type { PageLease } from '../upstream/page-budget.ts';
 import type { DisclosureSession, Verdict } from './disclose.ts';
 import { assembledBundle, gatewayAuthored, type Releasable, type ReleasableEntry } from './reply.ts';
 import { applyView, maxPageSize, redactionChangesMatch } from './search-params.ts';
+import { flat } from '../fhir/flat.ts';
 
 /** Upstream pages read at most to fill one gateway page; past it the page is returned short. */
 export const maxUpstreamPagesPerPage = 40;
@@ -240,7 +241,7 @@ function gatherIncludes(reader: ListingReader, page: UpstreamPage, candidates: M
     const key = refOf(entry.resource);
     if (candidates.has(key)) continue;
     const verdict = reader.session.decide(entry.resource, reader.request.access, { record: false });
-    if (verdict.released) candidates.set(key, { entry: { fullUrl: `${gatewayBase}/${key}`, resource: applyView(verdict.resource, reader.request.view), search: { mode: 'include' } }, original: entry.resource, verdict });
+    if (verdict.released) candidates.set(key, { entry: { fullUrl: flat`${gatewayBase}/${key}`, resource: applyView(verdict.resource, reader.request.view), search: { mode: 'include' } }, original: entry.resource, verdict });
   }
 }
 
@@ -314,7 +315,7 @@ function highWaterMark(entries: readonly ReleasableEntry[]): string | undefined 
 
 function listingEntry(entry: BundleEntry, resource: Releasable, request: ListingRequest, gatewayBase: string): ReleasableEntry {
   const shown = applyView(resource, request.view);
-  const out: ReleasableEntry = { fullUrl: `${gatewayBase}/${refOf(resource)}`, resource: shown };
+  const out: ReleasableEntry = { fullUrl: flat`${gatewayBase}/${refOf(resource)}`, resource: shown };
   if (request.history) {
     if (entry.request) out.request = { method: entry.request.method, url: refOf(resource) };
     if (entry.response) out.response = { status: entry.response.status, etag: entry.response.etag, lastModified: entry.response.lastModified };

@@ -17,6 +17,7 @@ import { assembledBundle, echoedToSender, gatewayAuthored } from './reply.ts';
 import { exportKickOff } from './export.ts';
 import { confineInstance, everything } from './interactions.ts';
 import { applyObligations } from './redact.ts';
+import { flat } from '../fhir/flat.ts';
 
 /** Explain and status are for administrators and auditors (SPEC §7). */
 function requireAuditor(x: Exchange): void {
@@ -166,7 +167,7 @@ async function allowedOperation(x: Exchange, method: string, name: string, resou
     await x.session.prepare(resources);
     const entry = resources.flatMap((r) => {
       const verdict = x.session.decide(r, 's');
-      return verdict.released ? [{ fullUrl: `${x.deps.fhirBase}/${r.resourceType}/${r.id}`, resource: verdict.resource }] : [];
+      return verdict.released ? [{ fullUrl: flat`${x.deps.fhirBase}/${r.resourceType}/${r.id}`, resource: verdict.resource }] : [];
     });
     return { status: 200, body: assembledBundle({ resourceType: 'Bundle', type: bundle.type === 'searchset' ? 'searchset' : 'collection' }, entry) };
   }

@@ -1,0 +1,10 @@
+// V8's JSON.stringify runs a fast path (2–4× faster on a 100-entry Bundle) that it abandons for the whole
+// value at the first string that is not flat: one built with `+` or a template literal, or sliced from
+// another. The strings the gateway builds into what it serialises (fullUrls, links) are built with `flat`.
+
+/** A template literal whose result is one flat string: `Array.prototype.join` copies the parts into a fresh one. */
+export function flat(strings: TemplateStringsArray, ...values: readonly unknown[]): string {
+  const parts: string[] = [strings[0]];
+  for (let i = 0; i < values.length; i++) parts.push(String(values[i]), strings[i + 1]);
+  return parts.join('');
+}
