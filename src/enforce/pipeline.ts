@@ -214,8 +214,21 @@ function disclosureRecord(req: FhirRequest, requestId: string, recorded: string,
   };
 }
 
+/** A reply as it goes out: its body already serialised, so nothing parsed outlives the wait for the audit. */
+interface Outgoing {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly text?: string;
+}
+
+function outgoing(method: string, reply: Reply): Outgoing {
+  if (reply.body === undefined || method === 'HEAD') return { status: reply.status, headers: reply.headers ?? {} };
+  // A Bulk Data manifest is plain JSON (SPEC §5.1); everything else is a FHIR resource.
+  return { status: reply.status, headers: { 'Content-Type': fhirJson, ...reply.headers }, text: JSON.stringify(reply.body as Resource) };
+}
+
 /** No durable audit, no release (SPEC §6): the reply once its events are on disk, or a 503 in its place. */
-async function audited(deps: PipelineDeps, record: DisclosureRecord, reply: Reply): Promise<Reply> {
+async function audited(deps: PipelineDeps, record: DisclosureRecord, reply: Outgoing): Promise<Outgoing> {
   const started = performance.now();
   try {
     await deps.audit.record(record);
@@ -223,17 +236,17 @@ async function audited(deps: PipelineDeps, record: DisclosureRecord, reply: Repl
     return reply;
   } catch (err) {
     deps.logger.error({ requestId: record.requestId, err: { message: (err as Error).message } }, 'audit journal write failed');
-    return { status: 503, body: gatewayAuthored(operationOutcome('transient', 'the audit journal is unavailable; nothing was released')) };
+    return outgoing(record.method, { status: 503, body: gatewayAuthored(operationOutcome('transient', 'the audit journal is unavailable; nothing was released')) });
   }
 }
 
 /** Request and decision counters, read from the one disposition record per resource (no patient data). */
-function count(deps: PipelineDeps, record: DisclosureRecord, status: number, exchange: Exchange | undefined): void {
+function count(deps: PipelineDeps, record: DisclosureRecord, status: number, withheldLayers: readonly string[] | undefined): void {
   deps.metrics.requests.inc({ interaction: record.interaction, status: String(status) });
-  if (!exchange) return;
+  if (!withheldLayers) return;
   const counts = { released: 0, redacted: 0, withheld: 0 };
   for (const p of record.patients) for (const d of p.dispositions) counts[d.disposition]++;
-  countDecisions(deps, counts, exchange.session.withheldLayers.map((layer) => [layer, 1]));
+  countDecisions(deps, counts, withheldLayers.map((layer) => [layer, 1]));
 }
 
 /** A Bulk Data file, counted from its per-patient ledger once it has been decided to the end and audited. */
@@ -258,41 +271,60 @@ function countDecisions(deps: PipelineDeps, counts: { released: number; redacted
   if (counts.withheld) deps.metrics.decisions.inc({ outcome: 'deny' }, counts.withheld);
 }
 
+/** What is left of an answered request for its delivery: the record, and the reply serialised or still to stream. */
+type Delivery =
+  | { readonly kind: 'unaudited'; readonly reply: Outgoing }
+  | { readonly kind: 'stream'; readonly record: DisclosureRecord; readonly reply: Reply & { readonly stream: NonNullable<Reply['stream']> }; readonly release: () => void }
+  | { readonly kind: 'reply'; readonly record: DisclosureRecord; readonly reply: Outgoing; readonly withheldLayers?: readonly string[] };
+
+/**
+ * Serialises the reply and gives its pages back to the budget. A function of its own: a local of the async
+ * handler would keep the parsed pages alive through the wait for the disk (V8 keeps an async frame's locals).
+ */
+function delivery(req: FhirRequest, requestId: string, recorded: string, attempt: Attempt): Delivery {
+  const lease = attempt.exchange?.pageLease;
+  let streaming = false;
+  try {
+    if (attempt.unaudited) return { kind: 'unaudited', reply: outgoing(req.method, attempt.reply) };
+    const record = disclosureRecord(req, requestId, recorded, attempt);
+    const { stream } = attempt.reply;
+    if (stream) {
+      streaming = true; // its pages are read while it is sent: the stream gives the lease back
+      return { kind: 'stream', record, reply: { ...attempt.reply, stream }, release: () => lease?.release() };
+    }
+    return { kind: 'reply', record, reply: outgoing(req.method, attempt.reply), withheldLayers: attempt.exchange?.session.withheldLayers };
+  } finally {
+    if (!streaming) lease?.release();
+  }
+}
+
 async function handle(deps: PipelineDeps, req: FhirRequest, res: ServerResponse): Promise<void> {
   const recorded = new Date().toISOString();
   const requestId = acceptedRequestId(header(req.headers, 'x-request-id'));
   res.setHeader('X-Request-Id', requestId);
-  const attempt = await answer(deps, req, requestId);
-  try {
-    if (attempt.unaudited) return send(res, req.method, attempt.reply);
-    const record = disclosureRecord(req, requestId, recorded, attempt);
+  const ready = delivery(req, requestId, recorded, await answer(deps, req, requestId));
+  if (ready.kind === 'unaudited') return send(res, ready.reply);
+  if (ready.kind === 'stream') {
     // A Bulk Data file is audited when it has been decided to the end, before its response ends (SPEC §5.1).
-    if (attempt.reply.stream) {
-      return await sendDecidedStream(res, attempt.reply, attempt.reply.stream, async (bulk, failure) => {
-        const fileRecord = bulkRecord(record, bulk, failure);
+    try {
+      return await sendDecidedStream(res, ready.reply, ready.reply.stream, async (bulk, failure) => {
+        const fileRecord = bulkRecord(ready.record, bulk, failure);
         await deps.audit.record(fileRecord);
         countFile(deps, fileRecord, bulk);
       });
+    } finally {
+      ready.release();
     }
-    const reply = await audited(deps, record, attempt.reply);
-    count(deps, record, reply.status, attempt.exchange);
-    send(res, req.method, reply);
-  } finally {
-    // The pages this request parsed are garbage once its reply is serialised.
-    attempt.exchange?.pageLease.release();
   }
+  const reply = await audited(deps, ready.record, ready.reply);
+  count(deps, ready.record, reply.status, ready.withheldLayers);
+  send(res, reply);
 }
 
-function send(res: ServerResponse, method: string, reply: Reply): void {
-  for (const [name, value] of Object.entries(reply.headers ?? {})) if (value !== undefined) res.setHeader(name, value);
+function send(res: ServerResponse, reply: Outgoing): void {
+  for (const [name, value] of Object.entries(reply.headers)) if (value !== undefined) res.setHeader(name, value);
   res.statusCode = reply.status;
-  if (reply.body === undefined || method === 'HEAD') {
-    res.end();
-    return;
-  }
-  // A Bulk Data manifest is plain JSON (SPEC §5.1); everything else is a FHIR resource.
-  res.setHeader('Content-Type', reply.headers?.['Content-Type'] ?? fhirJson);
-  res.end(JSON.stringify(reply.body as Resource));
+  res.end(reply.text);
 }
 
 /** An HTTP-level failure (a body too large, broken framing, an unknown encoding) as an OperationOutcome. */
