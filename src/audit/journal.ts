@@ -61,8 +61,8 @@ export interface CommittedEvent {
 export type CommitListener = (lastSeq: number, committed: readonly CommittedEvent[]) => void;
 
 interface PendingAppend {
-  /** Serialised at append time; long events are deflated on the thread pool while earlier commits run. */
-  readonly payloads: Promise<EventPayload[]>;
+  /** Serialised (and long events deflated) at append time, while earlier commits run. */
+  readonly payloads: readonly EventPayload[];
   readonly events: readonly AuditEvent[];
   readonly resolve: () => void;
   readonly reject: (err: unknown) => void;
@@ -149,8 +149,12 @@ export class AuditJournal {
     if (this.closed) return Promise.reject(new JournalClosedError('audit journal is closed'));
     if (this.broken) return Promise.reject(new JournalCorruptError('audit journal failed and could not be repaired'));
     if (events.length === 0) return Promise.resolve();
-    const payloads = Promise.all(events.map(eventPayload));
-    payloads.catch(() => undefined); // awaited (and its failure reported) by the commit
+    let payloads: EventPayload[];
+    try {
+      payloads = events.map(eventPayload);
+    } catch (err) {
+      return Promise.reject(err); // an event that cannot be serialised is refused alone (fail closed)
+    }
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ payloads, events, resolve, reject });
       this.committing ??= this.commitLoop();
@@ -178,32 +182,17 @@ export class AuditJournal {
     }
   }
 
-  /** The appends whose events serialised, with their payloads; one that failed is refused alone (fail closed). */
-  private async serialised(batch: PendingAppend[]): Promise<(PendingAppend & { ready: EventPayload[] })[]> {
-    const ready: (PendingAppend & { ready: EventPayload[] })[] = [];
-    for (const p of batch) {
-      try {
-        ready.push({ ...p, ready: await p.payloads });
-      } catch (err) {
-        p.reject(err);
-      }
-    }
-    return ready;
-  }
-
   private async commit(batch: PendingAppend[]): Promise<void> {
     if (this.broken) {
       for (const p of batch) p.reject(new JournalCorruptError('audit journal failed and could not be repaired'));
       return;
     }
-    const appends = await this.serialised(batch);
-    if (appends.length === 0) return;
     let seq = this.seq;
     let prevHash = this.headHash;
     const parts: Buffer[] = [];
     const committed: CommittedEvent[] = [];
-    for (const p of appends) {
-      p.ready.forEach((payload, i) => {
+    for (const p of batch) {
+      p.payloads.forEach((payload, i) => {
         seq += 1;
         const line = journalLine(seq, prevHash, payload);
         parts.push(...line.parts);
@@ -226,17 +215,17 @@ export class AuditJournal {
       this.segmentBytes += data.length;
     } catch (err) {
       this.lastCommitFailed = true;
-      for (const p of appends) p.reject(err);
+      for (const p of batch) p.reject(err);
       return;
     }
     this.seq = seq;
     this.headHash = prevHash;
     this.lastCommitFailed = false;
     this.counters.commits += 1;
-    this.counters.appends += appends.length;
+    this.counters.appends += batch.length;
     this.counters.events += committed.length;
     this.counters.bytes += data.length;
-    for (const p of appends) p.resolve();
+    for (const p of batch) p.resolve();
     for (const listener of this.listeners) listener(seq, committed);
   }
 

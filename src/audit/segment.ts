@@ -10,8 +10,7 @@
 // event breaks a seq step, a prevHash link or a hash.
 import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
-import { promisify } from 'node:util';
-import { constants, deflateRaw, inflateRawSync } from 'node:zlib';
+import { constants, deflateRawSync, inflateRawSync } from 'node:zlib';
 import type { AuditEvent } from '@medplum/fhirtypes';
 
 export const GENESIS_HASH = '0'.repeat(64);
@@ -56,7 +55,6 @@ const lineEnd = Buffer.from('}\n');
 const deflatedLineEnd = Buffer.from('"}\n');
 /** Events this long or longer are stored deflated; below it deflate saves little and the line stays greppable. */
 export const DEFLATE_MIN_BYTES = 1024;
-const deflateAsync = promisify(deflateRaw);
 
 /**
  * One event as the journal stores it: its JSON bytes, and (when long) the base64 of those bytes raw-deflated,
@@ -68,13 +66,15 @@ export interface EventPayload {
 }
 
 /**
- * Serialises an event once; a long one is deflated on libuv's thread pool, off the request's thread
- * (fastest level: a page's event is mostly references, which compress alike at any level).
+ * Serialises an event once and deflates a long one in place, at the fastest level (a page's event is mostly
+ * references, which compress alike at any level). In place, not on libuv's pool: zlib's async form builds a
+ * stream and a fresh 256 KB context per call, ~360 µs of CPU for a 9 KB event (42 µs of it on this thread)
+ * against ~30 µs here (`npm run bench -- audit-size`).
  */
-export async function eventPayload(event: AuditEvent): Promise<EventPayload> {
+export function eventPayload(event: AuditEvent): EventPayload {
   const json = Buffer.from(JSON.stringify(event), 'utf8');
   if (json.length < DEFLATE_MIN_BYTES) return { json };
-  return { json, deflated: (await deflateAsync(json, { level: constants.Z_BEST_SPEED })).toString('base64') };
+  return { json, deflated: deflateRawSync(json, { level: constants.Z_BEST_SPEED }).toString('base64') };
 }
 
 /** One journal line with its newline, as the buffers to write: the bytes hashed are the bytes written. */
