@@ -9,10 +9,11 @@ import { history, page, read, search } from './interactions.ts';
 import { operation } from './operations.ts';
 import type { FhirRoute } from './route.ts';
 import { write } from './write.ts';
+import { mediaTypeOf } from '../fhir/media-type.ts';
 
 /** A form-encoded body's parameters (`POST _search`); undefined when the body is not form-encoded. */
 export function formParams(headers: Exchange['headers'], body: Buffer | undefined): URLSearchParams | undefined {
-  const type = String(headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+  const type = mediaTypeOf(headers['content-type']);
   return type === 'application/x-www-form-urlencoded' ? new URLSearchParams(body?.toString('utf8') ?? '') : undefined;
 }
 

@@ -18,6 +18,7 @@ import type { PolicySource } from '../policy/index.ts';
 import { DisclosureSession, type Verdict } from './disclose.ts';
 import { type Exchange, type Reply, requestFactsDeps, type StreamedBody } from './exchange.ts';
 import { authoredJson, gatewayAuthored } from './reply.ts';
+import { mediaTypeOf } from '../fhir/media-type.ts';
 
 /** What a job URL seals: the upstream status URL (absolute) and the kick-off as the client sent it (gateway-relative). */
 interface ExportJob {
@@ -194,7 +195,7 @@ export async function exportFile(x: Exchange, method: string, handle: string): P
   if (method !== 'GET') throw forbidden();
   // Opened before the first byte: a failure here is an ordinary 5xx answer (SPEC §5.1).
   const upstream = await x.deps.upstream.stream(file.url, { onOrigin: true, requestId: x.ctx.requestId });
-  const mediaType = (upstream.headers['content-type'] ?? ndjsonType).split(';')[0].trim().toLowerCase();
+  const mediaType = mediaTypeOf(upstream.headers['content-type'] ?? ndjsonType);
   if (upstream.status !== 200 || !ndjsonMediaTypes.has(mediaType)) {
     upstream.body.destroy();
     throw upstream.status === 200 ? new GatewayError(502, 'exception', 'the upstream export file is not NDJSON') : exportFailure(upstream);

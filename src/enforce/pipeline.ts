@@ -21,6 +21,7 @@ import { bulkRecord, sendDecidedStream } from './export.ts';
 import { auditInteraction, parseFhirRoute, type FhirRoute } from './route.ts';
 import { authoredJson, gatewayAuthored } from './reply.ts';
 import { isUpstreamError, upstreamFailure } from '../upstream/index.ts';
+import { mediaTypeOf } from '../fhir/media-type.ts';
 
 export interface AuditSink {
   /** Resolves once the request's events are durable; rejects when they cannot be written. */
@@ -74,7 +75,7 @@ function checkFormat(req: FhirRequest): void {
   for (const [name, f] of req.query) {
     if (name !== '_format' && !name.startsWith('_format[')) continue;
     // `_format[...]` (bracket notation) is not a format a client can mean: refused like any non-JSON one.
-    if (name !== '_format' || !/^(json|application\/json|application\/fhir\+json)$/i.test(f.split(';')[0].trim())) {
+    if (name !== '_format' || !/^(json|application\/json|application\/fhir\+json)$/.test(mediaTypeOf(f))) {
       throw new GatewayError(406, 'not-supported', 'only JSON is served (application/fhir+json)');
     }
   }

@@ -13,6 +13,7 @@ import { upstreamFailure, upstreamResource } from '../upstream/index.ts';
 import type { Exchange, Reply } from './exchange.ts';
 import { concealed, requireScope } from './interactions.ts';
 import { guardPolicyWrite, invalidatesPolicy } from './policy-write.ts';
+import { mediaTypeOf } from '../fhir/media-type.ts';
 
 export type WriteKind = 'create' | 'update' | 'patch' | 'delete';
 
@@ -92,7 +93,7 @@ async function readPrevious(x: Exchange, kind: WriteKind, resourceType: string, 
  * the stored result is checked before it is stored (SPEC §5). Both with `@medplum/core`.
  */
 function patched(x: Exchange, previous: Resource, body: Buffer | undefined): Resource {
-  const type = String(x.headers['content-type'] ?? 'application/json-patch+json').split(';')[0].trim().toLowerCase();
+  const type = mediaTypeOf(x.headers['content-type'] ?? 'application/json-patch+json');
   const result = structuredClone(previous);
   if (type === 'application/json-patch+json') applyJsonPatch(result, body);
   else if (type === 'application/fhir+json' || type === 'application/json') applyFhirPathPatch(result, body);

@@ -8,6 +8,7 @@ import { Pool } from 'undici';
 import { UpstreamError } from './errors.ts';
 import type { PageLease } from './page-budget.ts';
 import { originRequestTarget, parseUpstreamBase, rewriteUpstreamUrl, upstreamRequestTarget, type UpstreamBase } from './url.ts';
+import { mediaTypeOf } from '../fhir/media-type.ts';
 
 export const DEFAULT_UPSTREAM_TIMEOUT_MS = 15_000;
 export const DEFAULT_UPSTREAM_MAX_BYTES = 50 * 1024 * 1024;
@@ -122,8 +123,7 @@ const inflateRaw = promisify(zlib.inflateRaw);
 const brotliDecompress = promisify(zlib.brotliDecompress);
 
 export function isJsonContentType(contentType: string | undefined): boolean {
-  if (!contentType) return false;
-  const mediaType = contentType.split(';')[0].trim().toLowerCase();
+  const mediaType = mediaTypeOf(contentType);
   return mediaType === 'application/json' || mediaType === 'application/fhir+json' || mediaType.endsWith('+json');
 }
 
@@ -203,7 +203,7 @@ export function createUpstreamClient(opts: UpstreamClientOptions): UpstreamClien
     const response: UpstreamResponse = { status, headers: responseHeaders, body };
     const json = isJsonContentType(responseHeaders['content-type']);
     if (req.expectJson && body.length > 0 && !json) {
-      throw new UpstreamError('bad-content-type', `upstream answered ${mediaTypeOf(responseHeaders['content-type'])}, not JSON`, { upstreamStatus: status });
+      throw new UpstreamError('bad-content-type', `upstream answered ${mediaTypeOf(responseHeaders['content-type']) || 'no content type'}, not JSON`, { upstreamStatus: status });
     }
     if (json && body.length > 0) {
       await req.pageLease?.reserve(body.length);
@@ -324,10 +324,6 @@ function flattenHeaders(headers: Record<string, string | string[] | undefined>):
     flat[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : value;
   }
   return flat;
-}
-
-function mediaTypeOf(contentType: string | undefined): string {
-  return contentType ? contentType.split(';')[0].trim().toLowerCase() : 'no content type';
 }
 
 function errorCode(err: unknown): string | undefined {

@@ -17,6 +17,7 @@ import type { Bundle, BundleLink, OperationOutcome, Resource } from '@medplum/fh
 import { capabilityStatement } from './capability.ts';
 import { bulkExportRoutes } from './bulk-export.ts';
 import type { EmbeddedRepository, PageOptions } from './repository.ts';
+import { mediaTypeOf } from '../../fhir/media-type.ts';
 
 /** Page size when a search or history request names no `_count`. */
 export const DEFAULT_PAGE_SIZE = 20;
@@ -120,7 +121,7 @@ async function readBody(req: http.IncomingMessage): Promise<Buffer> {
 function acceptsJson(accept: string | undefined): boolean {
   if (!accept) return true;
   return accept.split(',').some((part) => {
-    const type = part.split(';')[0].trim().toLowerCase();
+    const type = mediaTypeOf(part);
     return type === '*/*' || type === 'application/*' || type.endsWith('json');
   });
 }
@@ -212,7 +213,7 @@ export function createEmbeddedFhirHandler(repo: EmbeddedRepository, options: Emb
         return;
       }
       const raw = await readBody(req);
-      const contentType = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+      const contentType = mediaTypeOf(req.headers['content-type']);
       let httpMethod = method as HttpMethod;
       let parsed: unknown;
       if (method === 'POST' && path.endsWith('/_search') && (contentType === 'application/x-www-form-urlencoded' || raw.length === 0)) {
