@@ -4,3 +4,13 @@
 // promoted (+30% CPU at 1,000 entries): the semi-space keeps its usual 32 MB. `npm start`, the Dockerfile and the
 // bench start the gateway with these flags (test/reliability/runtime-flags.test.ts keeps the three in step).
 export const GATEWAY_NODE_FLAGS: readonly string[] = ['--max-old-space-size=192', '--max-semi-space-size=32'];
+
+/**
+ * The flags of GATEWAY_NODE_FLAGS this process was started without, by name: a value chosen for a larger
+ * machine counts as set. A hand start (`node bin/disclosure-gateway.js serve`) gets V8's defaults and
+ * ~400 MB at 1,000-entry pages, so `serve` warns.
+ */
+export function missingNodeFlags(execArgv: readonly string[] = process.execArgv, nodeOptions: string = process.env.NODE_OPTIONS ?? ''): string[] {
+  const given = [...execArgv, ...nodeOptions.split(/\s+/)].map((flag) => flag.split('=')[0].replaceAll('_', '-'));
+  return GATEWAY_NODE_FLAGS.filter((flag) => !given.includes(flag.split('=')[0]));
+}

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { GATEWAY_NODE_FLAGS } from '../../src/ops/runtime.ts';
+import { GATEWAY_NODE_FLAGS, missingNodeFlags } from '../../src/ops/runtime.ts';
 
 const read = (path: string): string => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
 
@@ -15,4 +15,11 @@ test('npm start, the Dockerfile and the benches start the gateway with GATEWAY_N
   assert.deepEqual(JSON.parse(entrypoint ?? '[]'), ['node', ...GATEWAY_NODE_FLAGS, 'bin/disclosure-gateway.js']);
   assert.match(read('bench/load.ts'), /if \(req\.role === 'gateway'\) execArgv\.push\(\.\.\.GATEWAY_NODE_FLAGS\)/);
   assert.match(read('bench/export.ts'), /role === 'gateway' \? GATEWAY_NODE_FLAGS : \[\]/);
+});
+
+test('a start without the heap flags is named (serve warns); flags given another value, or in NODE_OPTIONS, count as set', () => {
+  assert.deepEqual(missingNodeFlags([], ''), [...GATEWAY_NODE_FLAGS]);
+  assert.deepEqual(missingNodeFlags([...GATEWAY_NODE_FLAGS], ''), []);
+  assert.deepEqual(missingNodeFlags(['--max-old-space-size=1024'], '--max_semi_space_size=64'), []);
+  assert.deepEqual(missingNodeFlags(['--max-old-space-size=1024'], ''), ['--max-semi-space-size=32']);
 });
