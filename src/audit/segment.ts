@@ -68,8 +68,8 @@ export interface EventPayload {
 /**
  * Serialises an event once and deflates a long one in place, at the fastest level (a page's event is mostly
  * references, which compress alike at any level). In place, not on libuv's pool: zlib's async form builds a
- * stream and a fresh 256 KB context per call, ~360 µs of CPU for a 9 KB event (42 µs of it on this thread)
- * against ~30 µs here (`npm run bench -- audit-size`).
+ * stream and a fresh 256 KB context per call, ~140 µs of CPU for a 9 KB event (25–29 µs of it on this thread)
+ * against ~35 µs here (`npm run bench -- audit-size`).
  */
 export function eventPayload(event: AuditEvent): EventPayload {
   const json = Buffer.from(JSON.stringify(event), 'utf8');
