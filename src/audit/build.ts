@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { AuditEvent, AuditEventAgent, AuditEventEntity, Coding, Extension } from '@medplum/fhirtypes';
 import type { TraceEntry } from '../decide/types.ts';
-import { isFhirId, parseReference } from '../fhir/references.ts';
+import { isFhirId, isPlainRelative, parseReference } from '../fhir/references.ts';
 import { DG_CODES, V3_ACT_CODE, V3_ACT_REASON } from '../fhir/systems.ts';
 import type { RequestContext } from '../provenance/context.ts';
 import {
@@ -226,6 +226,8 @@ interface ResourceOutcome {
 }
 
 const dispositionRank: Readonly<Record<AuditDisposition, number>> = { released: 0, redacted: 1, withheld: 2 };
+/** One empty trace for every released resource without labels, so groupKey's cache (by array) holds for them. */
+const NO_TRACE: readonly TraceEntry[] = [];
 
 /**
  * One entry per resource version, from enforcement's dispositions. A version decided more than once in a
@@ -242,7 +244,7 @@ function resourceOutcomes(patient: PatientDisclosure): ResourceOutcome[] {
       reference: d.reference,
       versionId: d.versionId,
       disposition: d.disposition,
-      trace: d.disposition === 'released' ? (d.labelled ?? []) : d.trace,
+      trace: d.disposition === 'released' ? (d.labelled ?? NO_TRACE) : d.trace,
       paths: d.disposition === 'redacted' ? d.paths : [],
       breakGlassUsed: d.disposition !== 'withheld' && d.breakGlassUsed === true,
       part2: d.disposition !== 'withheld' && d.part2 === true,
@@ -290,15 +292,21 @@ interface OutcomeGroup {
   readonly byType: Map<string, string[]>;
 }
 
-// Two outcomes share an entity when everything but the reference is equal (a per-request cache of trace keys:
-// resources withheld by one rule usually carry equal but distinct trace arrays).
-function groupKey(outcome: ResourceOutcome, traceKeys: Map<readonly TraceEntry[], string>): string {
-  let trace = traceKeys.get(outcome.trace);
-  if (trace === undefined) {
-    trace = outcome.trace.map((t) => `${t.layer}\u0001${t.effect}\u0001${t.rule}\u0001${t.provision ?? ''}\u0001${t.ground ?? ''}\u0001${t.reason}`).join('\u0002');
-    traceKeys.set(outcome.trace, trace);
+// Two outcomes share an entity when everything but the reference is equal. The key is cached per trace array
+// (resources decided by one rule share it) and per disposition and flags; redacted paths are spelled out.
+function groupKey(outcome: ResourceOutcome, keys: Map<readonly TraceEntry[], string[]>): string {
+  let byFlags = keys.get(outcome.trace);
+  if (byFlags === undefined) {
+    byFlags = [];
+    keys.set(outcome.trace, byFlags);
   }
-  return `${outcome.disposition}\u0003${outcome.breakGlassUsed}\u0003${outcome.part2}\u0003${outcome.paths.join('\u0001')}\u0003${trace}`;
+  const flags = dispositionRank[outcome.disposition] * 4 + (outcome.breakGlassUsed ? 2 : 0) + (outcome.part2 ? 1 : 0);
+  let key = byFlags[flags];
+  if (key === undefined) {
+    const trace = outcome.trace.map((t) => `${t.layer}\u0001${t.effect}\u0001${t.rule}\u0001${t.provision ?? ''}\u0001${t.ground ?? ''}\u0001${t.reason}`).join('\u0002');
+    key = byFlags[flags] = `${outcome.disposition}\u0003${outcome.breakGlassUsed}\u0003${outcome.part2}\u0003${trace}`;
+  }
+  return outcome.paths.length === 0 ? key : `${key}\u0003${outcome.paths.join('\u0001')}`;
 }
 
 /**
@@ -308,25 +316,26 @@ function groupKey(outcome: ResourceOutcome, traceKeys: Map<readonly TraceEntry[]
  */
 function groupedEntities(outcomes: readonly ResourceOutcome[], fallbackType: string | undefined): AuditEventEntity[] {
   const groups = new Map<string, OutcomeGroup>();
-  const traceKeys = new Map<readonly TraceEntry[], string>();
+  const keys = new Map<readonly TraceEntry[], string[]>();
   const single: AuditEventEntity[] = [];
   for (const outcome of outcomes) {
     // Only a plain relative `Type/id` packs into a group's detail; anything else keeps its own entity.
     const reference = fullReference(outcome.reference, fallbackType);
-    const parsed = parseReference(reference);
-    if (!parsed || parsed.base !== undefined || parsed.version !== undefined || reference !== `${parsed.resourceType}/${parsed.id}` || (outcome.versionId !== undefined && !isFhirId(outcome.versionId))) {
+    if (!isPlainRelative(reference) || (outcome.versionId !== undefined && !isFhirId(outcome.versionId))) {
       single.push(resourceEntity(outcome, 'query', fallbackType));
       continue;
     }
-    const key = groupKey(outcome, traceKeys);
+    const slash = reference.indexOf('/');
+    const resourceType = reference.slice(0, slash);
+    const key = groupKey(outcome, keys);
     let group = groups.get(key);
     if (!group) {
       group = { outcome, byType: new Map() };
       groups.set(key, group);
     }
-    const items = group.byType.get(parsed.resourceType) ?? [];
-    items.push(versioned(parsed.id, outcome.versionId));
-    group.byType.set(parsed.resourceType, items);
+    const items = group.byType.get(resourceType) ?? [];
+    items.push(versioned(reference.slice(slash + 1), outcome.versionId));
+    group.byType.set(resourceType, items);
   }
   const entities = [...groups.values()].map(({ outcome, byType }) => {
     const entity: AuditEventEntity = {

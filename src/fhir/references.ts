@@ -22,8 +22,8 @@ export function isFhirId(id: string): boolean {
   return idPattern.test(id);
 }
 
-// `Type/id` without a scheme, version or fragment; the cheap checks first, the pattern last.
-function isPlainRelative(reference: string): boolean {
+/** `Type/id` without a scheme, version or fragment; the cheap checks first, the pattern last. */
+export function isPlainRelative(reference: string): boolean {
   const first = reference.charCodeAt(0);
   if (first < 65 || first > 90) return false;
   const slash = reference.indexOf('/');
