@@ -45,7 +45,7 @@ function confidentialityOf(resource: Resource): number {
 }
 
 function refOf(resource: Resource): string {
-  return `${resource.resourceType}/${resource.id}`;
+  return flat`${resource.resourceType}/${resource.id}`; // a history entry's request.url is this string
 }
 
 interface Position {
