@@ -19,7 +19,7 @@ export function formParams(headers: Exchange['headers'], body: Buffer | undefine
 
 /** URL query plus, for POST _search, the form body (FHIR search via POST). */
 function searchParams(x: Exchange, route: FhirRoute): URLSearchParams {
-  const params = new URLSearchParams(x.rawQuery);
+  const params = new URLSearchParams(x.query);
   if ('viaPost' in route && route.viaPost) {
     const form = formParams(x.headers, x.body);
     if (!form) throw new GatewayError(415, 'not-supported', 'POST _search needs an application/x-www-form-urlencoded body');

@@ -100,7 +100,7 @@ function errorReply(err: unknown, deps: PipelineDeps, requestId: string): Reply 
 
 /** The query of a search: URL parameters, plus a form body for `POST _search`. */
 function searchParamsOf(req: FhirRequest): URLSearchParams {
-  const params = new URLSearchParams(req.rawQuery);
+  const params = new URLSearchParams(req.query);
   for (const [name, value] of formParams(req.headers, req.body) ?? []) params.append(name, value);
   return params;
 }
