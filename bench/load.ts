@@ -102,6 +102,8 @@ export async function startChild(req: ServeRequest, opts: { profileDir?: string 
   if (opts.profileDir) execArgv.push('--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`);
   // The gateway runs as `npm start` and the image run it (src/ops/runtime.ts); the baselines as plain Node.
   if (req.role === 'gateway') execArgv.push(...GATEWAY_NODE_FLAGS);
+  // A Node flag to try on the gateway without editing src/ops/runtime.ts (later flags win): BENCH_GATEWAY_NODE_FLAGS='--v8-pool-size=4'.
+  if (req.role === 'gateway' && process.env.BENCH_GATEWAY_NODE_FLAGS) execArgv.push(...process.env.BENCH_GATEWAY_NODE_FLAGS.trim().split(/\s+/));
   const child: ChildProcess = fork(serveScript, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const url = await new Promise<string>((ok, fail) => {
     const onMessage = (msg: { url?: string; error?: string }): void => {

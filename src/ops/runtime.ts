@@ -1,9 +1,12 @@
 // How the gateway's Node process is started (issue 15, peak RSS). Its live heap is ~35–55 MB and the page budget
 // bounds what requests add, but V8 lets old space fill with ~150 MB of garbage before it collects; the cap makes
 // it collect sooner. A cap alone also shrinks the young generation, so a page's objects outlive it and are
-// promoted (+30% CPU at 1,000 entries): the semi-space keeps its usual 32 MB. `npm start`, the Dockerfile and the
-// bench start the gateway with these flags (test/reliability/runtime-flags.test.ts keeps the three in step).
-export const GATEWAY_NODE_FLAGS: readonly string[] = ['--max-old-space-size=192', '--max-semi-space-size=32'];
+// promoted (+30% CPU at 1,000 entries): the semi-space keeps its usual 32 MB. One V8 background thread, not
+// four: its GC helpers woke on the cores the request thread needed and pre-empted it, and the paced p99 fell
+// from 33–45 to 20–29 ms without it (docs/performance.md); a larger host runs more processes, not more helpers.
+// `npm start`, the Dockerfile and the bench start the gateway with these flags (test/reliability/runtime-flags.test.ts
+// keeps the three in step).
+export const GATEWAY_NODE_FLAGS: readonly string[] = ['--max-old-space-size=192', '--max-semi-space-size=32', '--v8-pool-size=1'];
 
 /**
  * The flags of GATEWAY_NODE_FLAGS this process was started without, by name: a value chosen for a larger
