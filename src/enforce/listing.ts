@@ -154,7 +154,9 @@ class ListingReader {
   /** Whether an entry would be shown: decided without recording (look-ahead and offset skips show nothing). */
   judge(entry: BundleEntry, blocked: ReadonlySet<string>): Verdict | undefined {
     const resource = entry.resource;
-    if (!resource || blocked.has(refOf(resource))) return undefined; // a history delete entry, or a version hidden by its current one
+    if (!resource) return undefined; // a history delete entry
+    // A version hidden by its current one; only history has any, and a Set lookup by a fresh string interns it.
+    if (blocked.size > 0 && blocked.has(refOf(resource))) return undefined;
     const verdict = this.session.decide(resource, this.request.access, { record: false });
     // A resource whose matching element was redacted away must not be returned by that match.
     if (verdict.released && verdict.decision.outcome === 'redact' && redactionChangesMatch(resource, verdict.resource, this.request.criteria)) return { ...verdict, released: false };

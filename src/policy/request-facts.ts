@@ -45,7 +45,8 @@ export class RequestFacts implements DisclosureFacts {
   /** Patient identifiers (`system|value`) resolved in this request → local patient ids (empty: none). */
   private readonly identified = new Map<string, readonly string[]>();
   /** Scope verdicts per type and interaction: granular queries are evaluated per resource, the rest once. */
-  private readonly scopeByType = new Map<string, ReturnType<typeof grantedQueries>>();
+  /** By interaction, then resource type: no key built per resource (a fresh string is interned to look it up). */
+  private readonly scopeByType = new Map<ScopeInteraction, Map<string, ReturnType<typeof grantedQueries>>>();
   private implicitPolicy?: CompiledPatientPolicy;
   private requesterFacts?: AccessFacts;
 
@@ -139,11 +140,12 @@ export class RequestFacts implements DisclosureFacts {
   }
 
   withinScopes(resource: Resource, interaction: ScopeInteraction): boolean {
-    const key = `${resource.resourceType}|${interaction}`;
-    let granted = this.scopeByType.get(key);
+    let byType = this.scopeByType.get(interaction);
+    if (byType === undefined) this.scopeByType.set(interaction, (byType = new Map()));
+    let granted = byType.get(resource.resourceType);
     if (granted === undefined) {
       granted = grantedQueries(this.ctx, resource.resourceType, interaction);
-      this.scopeByType.set(key, granted);
+      byType.set(resource.resourceType, granted);
     }
     if (granted === 'unrestricted') return true;
     if (granted === 'none') return false;
