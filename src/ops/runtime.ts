@@ -4,10 +4,10 @@
 // promoted (+30% CPU at 1,000 entries): the semi-space keeps its usual 32 MB. One V8 background thread, not
 // four: its GC helpers woke on the cores the request thread needed and pre-empted it, and the paced p99 fell
 // from 33–45 to 20–29 ms without it (docs/performance.md); a larger host runs more processes, not more helpers.
-// With one helper marking takes longer and old space overshoots more (peak RSS at 1,000 entries +6 MB on
-// average, up to 305), so the cap is 176 MB, not 192 (280–295 MB, no CPU cost measured). `npm start`, the Dockerfile and the bench start the gateway with these flags (test/reliability/runtime-flags.test.ts
+// With one helper marking takes longer and old space overshoots more (peak RSS at 1,000 entries up to 305 MB
+// at a 192 MB cap, 302 at 176), so the cap is 160 MB: 280–291 MB in six runs, CPU per request no higher. `npm start`, the Dockerfile and the bench start the gateway with these flags (test/reliability/runtime-flags.test.ts
 // keeps the three in step).
-export const GATEWAY_NODE_FLAGS: readonly string[] = ['--max-old-space-size=176', '--max-semi-space-size=32', '--v8-pool-size=1'];
+export const GATEWAY_NODE_FLAGS: readonly string[] = ['--max-old-space-size=160', '--max-semi-space-size=32', '--v8-pool-size=1'];
 
 /**
  * The flags of GATEWAY_NODE_FLAGS this process was started without, by name: a value chosen for a larger
