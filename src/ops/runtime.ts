@@ -1,12 +1,12 @@
-// How the gateway's Node process is started (issue 15, peak RSS). Its live heap is ~35–55 MB and the page budget
-// bounds what requests add, but V8 lets old space fill with ~150 MB of garbage before it collects; the cap makes
-// it collect sooner. A cap alone also shrinks the young generation, so a page's objects outlive it and are
-// promoted (+30% CPU at 1,000 entries): the semi-space keeps its usual 32 MB. One V8 background thread, not
-// four: its GC helpers woke on the cores the request thread needed and pre-empted it, and the paced p99 fell
-// from 33–45 to 20–29 ms without it (docs/performance.md); a larger host runs more processes, not more helpers.
-// With one helper marking takes longer and old space overshoots more (peak RSS at 1,000 entries up to 305 MB
-// at a 192 MB cap, 302 at 176), so the cap is 160 MB: 280–291 MB in six runs, CPU per request no higher. `npm start`, the Dockerfile and the bench start the gateway with these flags (test/reliability/runtime-flags.test.ts
-// keeps the three in step).
+// How the gateway's Node process is started (issue 15). Its live heap is ~35–55 MB and the page budget bounds
+// what requests add, but V8 lets old space fill with ~150 MB of garbage before it collects; the cap makes it
+// collect sooner. A cap alone also shrinks the young generation, so a page's objects outlive it and are promoted
+// (+30% CPU at 1,000 entries): the semi-space keeps its usual 32 MB. One V8 background thread, not four: on two
+// cores the helpers the request thread woke to mark pre-empted it, and the paced p99 fell from 33–45 to 18–29 ms
+// with one (docs/performance.md); a larger host runs more processes, not more helpers. With one helper marking
+// takes longer and old space overshoots more (peak RSS at 1,000 entries up to 306 MB at a 192 MB cap), hence
+// 160 MB. `npm start`, the Dockerfile and the bench start the gateway with these flags
+// (test/reliability/runtime-flags.test.ts keeps the three in step).
 export const GATEWAY_NODE_FLAGS: readonly string[] = ['--max-old-space-size=160', '--max-semi-space-size=32', '--v8-pool-size=1'];
 
 /**

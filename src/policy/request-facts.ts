@@ -44,8 +44,10 @@ export class RequestFacts implements DisclosureFacts {
   private readonly unresolved = new WeakSet<Resource>();
   /** Patient identifiers (`system|value`) resolved in this request → local patient ids (empty: none). */
   private readonly identified = new Map<string, readonly string[]>();
-  /** Scope verdicts per type and interaction: granular queries are evaluated per resource, the rest once. */
-  /** By interaction, then resource type: no key built per resource (a fresh string is interned to look it up). */
+  /**
+   * Scope verdicts per interaction, then type: granular queries are evaluated per resource, the rest once. Two
+   * levels, not a `type|interaction` key: V8 interns a freshly built string to look it up, for every resource.
+   */
   private readonly scopeByType = new Map<ScopeInteraction, Map<string, ReturnType<typeof grantedQueries>>>();
   private implicitPolicy?: CompiledPatientPolicy;
   private requesterFacts?: AccessFacts;
