@@ -3,6 +3,7 @@
 // policy inputs come from memory (as from the canned upstream and a warm policy cache), so what is timed
 // is parse → decide every entry → shape → stringify, next to parse → stringify of the same bytes.
 import { pathToFileURL } from 'node:url';
+import { getHeapStatistics } from 'node:v8';
 import type { Bundle, Consent, Observation, Resource } from '@medplum/fhirtypes';
 import { policySchema } from '../src/config/policy.ts';
 import type { PatientPolicyInputs, Requester } from '../src/decide/types.ts';
@@ -54,6 +55,14 @@ function timeIt(fn: () => void | Promise<void>, minMs = 400): Promise<number> {
   })();
 }
 
+/** V8 heap bytes allocated per call (garbage included): a GC-cost proxy that the machine's noise does not move. */
+async function allocatedPerCall(fn: () => void | Promise<void>, n = 50): Promise<number> {
+  for (let i = 0; i < 3; i++) await fn();
+  const before = getHeapStatistics().total_allocated_bytes;
+  for (let i = 0; i < n; i++) await fn();
+  return (getHeapStatistics().total_allocated_bytes - before) / n;
+}
+
 /**
  * The response's own serialisation against a structured clone of it (flat strings, fresh objects), each the
  * first stringify of its graph, in alternating order. Near 1.0 when JSON.stringify keeps its fast path; a
@@ -77,7 +86,10 @@ async function serialiseRatio(once: () => Promise<Bundle>, rounds = 60): Promise
   return { serialiseUs: (own * 1000) / rounds, ratio: copy / own };
 }
 
-async function measure(templates: readonly Observation[], c: Case): Promise<{ gatewayMs: number; floorMs: number; released: number; serialiseUs: number; ratio: number }> {
+async function measure(
+  templates: readonly Observation[],
+  c: Case,
+): Promise<{ gatewayMs: number; floorMs: number; gatewayKb: number; floorKb: number; released: number; serialiseUs: number; ratio: number }> {
   const text = pageText(templates, c);
   const inputs = new Map<string, PatientPolicyInputs>();
   for (let p = 0; p < c.patients; p++) {
@@ -103,9 +115,13 @@ async function measure(templates: readonly Observation[], c: Case): Promise<{ ga
     session.disclosures();
     return listingBundle('searchset', result, { self: 'http://gateway.test/fhir/Observation?patient=scale-p0' }, []);
   };
-  const gatewayMs = await timeIt(async () => void JSON.stringify(await respond()));
-  const floorMs = await timeIt(() => void JSON.stringify(JSON.parse(text)));
-  return { gatewayMs, floorMs, released, ...(await serialiseRatio(respond)) };
+  const gateway = async (): Promise<void> => void JSON.stringify(await respond());
+  const floor = (): void => void JSON.stringify(JSON.parse(text));
+  const gatewayMs = await timeIt(gateway);
+  const floorMs = await timeIt(floor);
+  const gatewayKb = (await allocatedPerCall(gateway)) / 1024;
+  const floorKb = (await allocatedPerCall(floor)) / 1024;
+  return { gatewayMs, floorMs, gatewayKb, floorKb, released, ...(await serialiseRatio(respond)) };
 }
 
 export async function run(): Promise<void> {
@@ -120,10 +136,10 @@ export async function run(): Promise<void> {
   const rows: string[][] = [];
   for (const c of cases) {
     const m = await measure(templates, c);
-    rows.push([String(c.entries), String(c.consents), String(c.patients), String(m.released), fmt.n(m.gatewayMs, 2), fmt.n((m.gatewayMs * 1000) / c.entries, 1), fmt.n(m.floorMs, 2), `${fmt.n(m.floorMs / m.gatewayMs, 2)}×`, fmt.n(m.serialiseUs), `${fmt.n(m.ratio, 2)}×`]);
+    rows.push([String(c.entries), String(c.consents), String(c.patients), String(m.released), fmt.n(m.gatewayMs, 2), fmt.n((m.gatewayMs * 1000) / c.entries, 1), fmt.n(m.floorMs, 2), `${fmt.n(m.floorMs / m.gatewayMs, 2)}×`, fmt.n(m.gatewayKb), `${fmt.n(m.gatewayKb / m.floorKb, 2)}×`, fmt.n(m.serialiseUs), `${fmt.n(m.ratio, 2)}×`]);
   }
   console.log(`\nscaling (in-process, one core; ${machine()})\n`);
-  console.log(table(['entries', 'consents/patient', 'patients/bundle', 'released', 'enforce ms/page', 'µs/entry', 'parse floor ms', 'vs floor', 'serialise µs', 'a fresh copy vs it'], rows));
+  console.log(table(['entries', 'consents/patient', 'patients/bundle', 'released', 'enforce ms/page', 'µs/entry', 'parse floor ms', 'vs floor', 'allocated KB/page', 'allocated vs floor', 'serialise µs', 'a fresh copy vs it'], rows));
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) await run();
