@@ -3,7 +3,7 @@
 import { getExpressionForResourceType, getSearchParameter } from '@medplum/core';
 import type { Resource } from '@medplum/fhirtypes';
 import { loadFhirDefinitions, patientCompartmentDefinition } from './definitions.ts';
-import { isForeignKey, type LocalBases, parseReference, referenceKey, walkReferences } from './references.ts';
+import { isForeignKey, isPlainRelative, type LocalBases, parseReference, referenceKey, walkReferences } from './references.ts';
 
 type ElementPath = readonly string[];
 
@@ -91,29 +91,37 @@ const PATIENT_ELEMENTS: ReadonlySet<string> = new Set(['patient', 'subject']);
  * its securityContext's. Local references only: a Patient on another server is no local patient.
  */
 export function attributePatients(resource: Resource, local?: LocalBases): PatientAttribution {
-  const ids = new Set<string>();
-  const identifiers = new Set<string>();
+  // Arrays, not Sets: a resource names one patient or two, and this runs for every resource of every page.
+  const ids: string[] = [];
+  const identifiers: string[] = [];
   let unresolvable = false;
-  if (resource.resourceType === 'Patient' && resource.id) ids.add(resource.id);
+  if (resource.resourceType === 'Patient' && resource.id) ids.push(resource.id);
   walkReferences(resource, (element, property) => {
+    const reference = element.reference;
     // Only Patient references matter here: skip the parse for every other literal reference.
-    if (element.reference !== undefined && !element.reference.includes('Patient/')) return;
-    const parsed = parseReference(element.reference);
+    if (reference !== undefined && !reference.includes('Patient/')) return;
+    // The common `Patient/<id>`: local by construction, its id after the slash (what parseReference would give).
+    if (reference !== undefined && reference.startsWith('Patient/') && isPlainRelative(reference)) return addOnce(ids, reference.slice(8));
+    const parsed = parseReference(reference);
     if (parsed) {
       if (parsed.resourceType !== 'Patient') return;
-      const key = referenceKey(element.reference, local);
-      if (key && !isForeignKey(key)) ids.add(parsed.id);
+      const key = referenceKey(reference, local);
+      if (key && !isForeignKey(key)) addOnce(ids, parsed.id);
       else unresolvable = true;
       return;
     }
-    if (element.reference !== undefined) return; // contained (`#p`) or urn: the resource carries that patient itself
+    if (reference !== undefined) return; // contained (`#p`) or urn: the resource carries that patient itself
     const named = element.type === 'Patient' || (element.type === undefined && PATIENT_ELEMENTS.has(property));
     if (!named || !element.identifier) return;
     const { system, value } = element.identifier;
-    if (system && value) identifiers.add(`${system}|${value}`);
+    if (system && value) addOnce(identifiers, `${system}|${value}`);
     else unresolvable = true;
   });
-  return { ids: [...ids], identifiers: [...identifiers], unresolvable };
+  return { ids, identifiers, unresolvable };
+}
+
+function addOnce(list: string[], value: string): void {
+  if (!list.includes(value)) list.push(value);
 }
 
 /** Bare ids of every patient the resource is about (by literal reference; see attributePatients). */

@@ -89,10 +89,13 @@ export class RequestFacts implements DisclosureFacts {
   /** SPEC §5: patients named only by identifier, looked up together (one batch of `Patient?identifier=`). */
   private async resolveIdentifiers(resources: readonly Resource[]): Promise<void> {
     const wanted = new Set<string>();
+    const want = (r: Resource): void => {
+      for (const key of this.attribution(r).identifiers) if (!this.identified.has(key)) wanted.add(key);
+    };
     for (const resource of resources) {
       // A stored Bundle's entries are attributed one by one.
-      const attributed = resource.resourceType === 'Bundle' ? (resource.entry ?? []).flatMap((e) => (e.resource ? [e.resource] : [])) : [resource];
-      for (const r of attributed) for (const key of this.attribution(r).identifiers) if (!this.identified.has(key)) wanted.add(key);
+      if (resource.resourceType !== 'Bundle') want(resource);
+      else for (const e of resource.entry ?? []) if (e.resource) want(e.resource);
     }
     if (wanted.size === 0) return;
     const resolver = this.deps.policies.resolvePatientIdentifiers;
@@ -117,15 +120,20 @@ export class RequestFacts implements DisclosureFacts {
         patients = [...new Set((resource.entry ?? []).flatMap((e) => (e.resource ? this.patientsOf(e.resource) : [])))];
       } else {
         const attribution = this.attribution(resource);
-        const ids = new Set(attribution.ids);
-        let unresolved = attribution.unresolvable;
-        for (const key of attribution.identifiers) {
-          const resolved = this.identified.get(key);
-          if (!resolved || resolved.length === 0) unresolved = true;
-          else for (const id of resolved) ids.add(id);
+        if (attribution.unresolvable) this.unresolved.add(resource);
+        if (attribution.identifiers.length === 0) {
+          patients = attribution.ids; // by literal reference only (most resources): already one entry per patient
+        } else {
+          const ids = new Set(attribution.ids);
+          let unresolved = false;
+          for (const key of attribution.identifiers) {
+            const resolved = this.identified.get(key);
+            if (!resolved || resolved.length === 0) unresolved = true;
+            else for (const id of resolved) ids.add(id);
+          }
+          if (unresolved) this.unresolved.add(resource);
+          patients = [...ids];
         }
-        if (unresolved) this.unresolved.add(resource);
-        patients = [...ids];
       }
       this.patientsSeen.set(resource, patients);
     }

@@ -2,6 +2,7 @@
 // about (SPEC §5: the Patient compartment and any other Patient reference, by identifier too).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import fc from 'fast-check';
 import type { Resource } from '@medplum/fhirtypes';
 import { attributePatients } from '../../src/fhir/compartment.ts';
 import { localBases, parseReference, referenceKey, referencesIn, withReferenceKeys } from '../../src/fhir/references.ts';
@@ -67,6 +68,7 @@ describe('attributePatients', () => {
     { name: 'a Patient on another server is unresolvable', resource: { resourceType: 'Observation', status: 'final', code: {}, subject: { reference: 'https://other.example/fhir/Patient/p1' } }, ids: [], unresolvable: true },
     { name: 'a Patient on the upstream base is local', resource: { resourceType: 'Observation', status: 'final', code: {}, subject: { reference: 'http://upstream.test/fhir/Patient/p1' } }, ids: ['p1'] },
     { name: 'Binary by its securityContext', resource: { resourceType: 'Binary', contentType: 'text/plain', securityContext: { reference: 'Patient/p5' } }, ids: ['p5'] },
+    { name: 'one patient named three ways is one id', resource: { resourceType: 'Observation', status: 'final', code: {}, subject: { reference: 'Patient/p6' }, performer: [{ reference: 'Patient/p6/_history/2' }, { reference: 'http://upstream.test/fhir/Patient/p6' }] }, ids: ['p6'] },
   ];
   for (const row of rows) {
     test(row.name, () => {
@@ -76,4 +78,21 @@ describe('attributePatients', () => {
       assert.equal(found.unresolvable, row.unresolvable ?? false);
     });
   }
+  // The plain `Patient/<id>` fast path must say what the parse says, for any reference a resource may hold.
+  test('any single reference: patients as parseReference and referenceKey read it', () => {
+    const id = fc.stringMatching(/^[A-Za-z0-9\-.]{1,64}$/);
+    const type = fc.constantFrom('Patient', 'Practitioner', 'Group', 'Patients', 'patient');
+    const base = fc.constantFrom('', 'http://upstream.test/fhir/', 'https://other.example/fhir/', 'urn:x/', '#', ' ');
+    const reference = fc.tuple(base, type, id, fc.option(id, { nil: undefined })).map(([b, t, i, v]) => `${b}${t}/${i}${v === undefined ? '' : `/_history/${v}`}`);
+    fc.assert(
+      fc.property(fc.oneof(reference, fc.string()), (ref) => {
+        const found = attributePatients({ resourceType: 'Basic', code: {}, subject: { reference: ref } } as Resource, local);
+        const parsed = parseReference(ref);
+        const key = referenceKey(ref, local);
+        const expected = parsed?.resourceType === 'Patient' ? (key && !key.includes('://') ? { ids: [parsed.id], unresolvable: false } : { ids: [], unresolvable: true }) : { ids: [], unresolvable: false };
+        assert.deepEqual({ ids: found.ids, unresolvable: found.unresolvable }, expected);
+      }),
+      { numRuns: 2000 },
+    );
+  });
 });
