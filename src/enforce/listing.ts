@@ -317,7 +317,7 @@ function highWaterMark(entries: readonly ReleasableEntry[]): string | undefined 
 
 function listingEntry(entry: BundleEntry, resource: Releasable, request: ListingRequest, gatewayBase: string): ReleasableEntry {
   const shown = applyView(resource, request.view);
-  const out: ReleasableEntry = { fullUrl: flat`${gatewayBase}/${refOf(resource)}`, resource: shown };
+  const out: ReleasableEntry = { fullUrl: flat`${gatewayBase}/${resource.resourceType}/${resource.id}`, resource: shown };
   if (request.history) {
     if (entry.request) out.request = { method: entry.request.method, url: refOf(resource) };
     if (entry.response) out.response = { status: entry.response.status, etag: entry.response.etag, lastModified: entry.response.lastModified };
