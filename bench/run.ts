@@ -12,6 +12,7 @@ const modules: Record<string, () => Promise<{ run(args: readonly string[]): Prom
   'audit-journal': () => import('./audit-journal.ts') as Promise<{ run(args: readonly string[]): Promise<void> }>,
   'audit-size': () => import('./audit-size.ts'),
   'http-framework': () => import('./http-framework.ts'),
+  allocations: () => import('./allocations.ts'),
   profile: () => import('./profile-summary.ts').then((m) => ({ run: (args: readonly string[]) => m.summariseProfiles(args[0] ?? '.') })),
 };
 

@@ -18,7 +18,7 @@ import type { UpstreamClient } from '../src/upstream/index.ts';
 import { REQUESTER, syntheticObservation, withholdingConsents } from './data.ts';
 import { fmt, machine, table } from './setup.ts';
 
-interface Case {
+export interface Case {
   readonly entries: number;
   readonly consents: number;
   readonly patients: number;
@@ -59,7 +59,7 @@ function timeIt(fn: () => void | Promise<void>, minMs = 400): Promise<number> {
  * V8 heap bytes allocated per call (garbage included): a GC-cost proxy that the machine's noise does not move.
  * Read at steady state: the figure falls by a quarter over the first ~1,000 calls as the code is optimised.
  */
-async function allocatedPerCall(fn: () => void | Promise<void>, n = 100): Promise<number> {
+export async function allocatedPerCall(fn: () => void | Promise<void>, n = 100): Promise<number> {
   const warmUntil = performance.now() + 1500;
   for (let i = 0; i < 1500 && performance.now() < warmUntil; i++) await fn();
   let least = Infinity;
@@ -94,10 +94,17 @@ async function serialiseRatio(once: () => Promise<Bundle>, rounds = 60): Promise
   return { serialiseUs: (own * 1000) / rounds, ratio: copy / own };
 }
 
-async function measure(
-  templates: readonly Observation[],
-  c: Case,
-): Promise<{ gatewayMs: number; floorMs: number; gatewayKb: number; floorKb: number; released: number; serialiseUs: number; ratio: number }> {
+/** One page of the case through the gateway's listing, as the scaling rows and `-- allocations` run it. */
+export interface PageCase {
+  /** The upstream page's JSON text. */
+  readonly text: string;
+  /** Parse → decide every entry → shape: the Bundle the client would receive. */
+  respond(): Promise<Bundle>;
+  /** Entries the last `respond` released. */
+  released(): number;
+}
+
+export function pageCase(templates: readonly Observation[], c: Case): PageCase {
   const text = pageText(templates, c);
   const inputs = new Map<string, PatientPolicyInputs>();
   for (let p = 0; p < c.patients; p++) {
@@ -116,25 +123,41 @@ async function measure(
     includes: [], criteria: [['patient', 'scale-p0']], view: {}, history: false, access: 's', query: 'patient=scale-p0',
   };
   let released = 0;
-  const respond = async (): Promise<Bundle> => {
-    const session = new DisclosureSession({ policies, policy, now: new Date('2025-06-15T12:00:00Z'), labeler }, ctx, requester);
-    const result = await runListing(upstream, session, request, 'http://gateway.test/fhir', { requestId: 'scale' });
-    released = result.entries.length;
-    session.disclosures();
-    return listingBundle('searchset', result, { self: 'http://gateway.test/fhir/Observation?patient=scale-p0' }, []);
+  return {
+    text,
+    released: () => released,
+    async respond() {
+      const session = new DisclosureSession({ policies, policy, now: new Date('2025-06-15T12:00:00Z'), labeler }, ctx, requester);
+      const result = await runListing(upstream, session, request, 'http://gateway.test/fhir', { requestId: 'scale' });
+      released = result.entries.length;
+      session.disclosures();
+      return listingBundle('searchset', result, { self: 'http://gateway.test/fhir/Observation?patient=scale-p0' }, []);
+    },
   };
-  const gateway = async (): Promise<void> => void JSON.stringify(await respond());
-  const floor = (): void => void JSON.stringify(JSON.parse(text));
+}
+
+/** The Synthea Observations the synthetic pages are cloned from. */
+export function scalingTemplates(): Observation[] {
+  loadFhirDefinitions();
+  return loadSyntheaBundles().flatMap((b) => (b.entry ?? []).flatMap((e) => (e.resource?.resourceType === 'Observation' ? [e.resource as Observation] : [])));
+}
+
+async function measure(
+  templates: readonly Observation[],
+  c: Case,
+): Promise<{ gatewayMs: number; floorMs: number; gatewayKb: number; floorKb: number; released: number; serialiseUs: number; ratio: number }> {
+  const page = pageCase(templates, c);
+  const gateway = async (): Promise<void> => void JSON.stringify(await page.respond());
+  const floor = (): void => void JSON.stringify(JSON.parse(page.text));
   const gatewayMs = await timeIt(gateway);
   const floorMs = await timeIt(floor);
   const gatewayKb = (await allocatedPerCall(gateway)) / 1024;
   const floorKb = (await allocatedPerCall(floor)) / 1024;
-  return { gatewayMs, floorMs, gatewayKb, floorKb, released, ...(await serialiseRatio(respond)) };
+  return { gatewayMs, floorMs, gatewayKb, floorKb, released: page.released(), ...(await serialiseRatio(() => page.respond())) };
 }
 
 export async function run(): Promise<void> {
-  loadFhirDefinitions();
-  const templates = loadSyntheaBundles().flatMap((b) => (b.entry ?? []).flatMap((e) => (e.resource?.resourceType === 'Observation' ? [e.resource as Observation] : [])));
+  const templates = scalingTemplates();
   const base: Case = { entries: 100, consents: 4, patients: 1 };
   const cases: Case[] = [
     { ...base, entries: 10 }, base, { ...base, entries: 1000 },
