@@ -122,6 +122,11 @@ function nextLink(base: string, state: CursorState, sealed: string): string {
   return flat`${base}/_page?cursor=${sealed}`;
 }
 
+/** A listing's `self` link: the gateway's own URL for the path and the query as the client sent it. */
+function selfLink(x: Exchange, path: string): string {
+  return x.rawQuery ? flat`${x.deps.fhirBase}/${path}?${x.rawQuery}` : flat`${x.deps.fhirBase}/${path}`;
+}
+
 /** `Type?_cursor=…`: a continuation, not a new search; anything but paging and format parameters is refused. */
 async function continuation(x: Exchange, resourceType: string, params: URLSearchParams): Promise<Reply> {
   const cursors = params.getAll('_cursor');
@@ -207,7 +212,7 @@ export async function search(
   const resolved = await resolvePatientIdentifiers(x, params);
   if (!resolved) {
     // No patient the requester may search carries that identifier: an empty answer, as for any miss.
-    return { status: 200, body: listingBundle('searchset', { entries: [] }, { self: flat`${x.deps.fhirBase}/${resourceType ?? ''}${x.rawQuery ? `?${x.rawQuery}` : ''}` }, []) };
+    return { status: 200, body: listingBundle('searchset', { entries: [] }, { self: selfLink(x, resourceType ?? '') }, []) };
   }
   const sanitised = sanitiseSearch(resourceType, resolved);
   const confined = confineSearch(x.ctx, x.deps.policy, {
@@ -219,7 +224,7 @@ export async function search(
   for (const id of patientsNamedBy(resourceType, confined, compartmentId ? { type: 'Patient', id: compartmentId } : undefined).ids) x.namedPatients.add(id);
   if (resourceType) narrowToGrantedQuery(x, resourceType, confined);
   const path = compartmentId ? `Patient/${compartmentId}/${resourceType}` : (resourceType ?? '');
-  const self = flat`${x.deps.fhirBase}/${path}${x.rawQuery ? `?${x.rawQuery}` : ''}`;
+  const self = selfLink(x, path);
   return respondWithListing(
     x,
     {
@@ -271,7 +276,7 @@ export async function history(x: Exchange, target: { readonly resourceType?: str
       access: id ? 'r' : 's',
       query: x.rawQuery,
     },
-    flat`${x.deps.fhirBase}/${path}${x.rawQuery ? `?${x.rawQuery}` : ''}`,
+    selfLink(x, path),
     'history',
   );
 }
@@ -318,7 +323,7 @@ export async function everything(x: Exchange, patientId: string, params: URLSear
   return respondWithListing(
     x,
     { interaction: 'operation', resourceType: 'Patient', upstream: withPaging(path, upstreamParams, count), skip: 0, count, offset: 0, includes: [], criteria: [], view: {}, history: false, access: 's', query: x.rawQuery },
-    flat`${x.deps.fhirBase}/${path}${x.rawQuery ? `?${x.rawQuery}` : ''}`,
+    selfLink(x, path),
     'searchset',
   );
 }
