@@ -120,20 +120,19 @@ export class RequestFacts implements DisclosureFacts {
         patients = [...new Set((resource.entry ?? []).flatMap((e) => (e.resource ? this.patientsOf(e.resource) : [])))];
       } else {
         const attribution = this.attribution(resource);
-        if (attribution.unresolvable) this.unresolved.add(resource);
+        let unresolved = attribution.unresolvable;
         if (attribution.identifiers.length === 0) {
           patients = attribution.ids; // by literal reference only (most resources): already one entry per patient
         } else {
           const ids = new Set(attribution.ids);
-          let unresolved = false;
           for (const key of attribution.identifiers) {
             const resolved = this.identified.get(key);
             if (!resolved || resolved.length === 0) unresolved = true;
             else for (const id of resolved) ids.add(id);
           }
-          if (unresolved) this.unresolved.add(resource);
           patients = [...ids];
         }
+        if (unresolved) this.unresolved.add(resource);
       }
       this.patientsSeen.set(resource, patients);
     }
