@@ -8,7 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { constants, deflateRaw, deflateRawSync } from 'node:zlib';
 import { buildAuditEvents } from '../src/audit/build.ts';
 import type { DisclosureRecord } from '../src/audit/record.ts';
-import { DEFLATE_MIN_BYTES, GENESIS_HASH, journalLine, type EventPayload } from '../src/audit/segment.ts';
+import { eventPayload, GENESIS_HASH, journalLine, type EventPayload } from '../src/audit/segment.ts';
 import type { RequestContext } from '../src/provenance/context.ts';
 import { fmt, machine, table } from './setup.ts';
 
@@ -61,9 +61,8 @@ const opts = { gatewayDevice: 'Device/disclosure-gateway', site: 'http://127.0.0
 function journalBytes(r: DisclosureRecord, deflate: boolean): number {
   let bytes = 0;
   for (const event of buildAuditEvents(r, opts)) {
-    const json = Buffer.from(JSON.stringify(event), 'utf8');
-    // As the journal does it (segment.ts eventPayload), with the deflate switchable for the plain-JSON row.
-    const payload: EventPayload = !deflate || json.length < DEFLATE_MIN_BYTES ? { json } : { json, deflated: deflateRawSync(json, { level: constants.Z_BEST_SPEED }).toString('base64') };
+    // As the journal serialises it (segment.ts eventPayload); the plain-JSON row skips the deflate.
+    const payload: EventPayload = deflate ? eventPayload(event) : { json: Buffer.from(JSON.stringify(event), 'utf8') };
     for (const part of journalLine(1, GENESIS_HASH, payload).parts) bytes += part.length;
   }
   return bytes;
