@@ -1,7 +1,7 @@
 // The `labeling` policy (SPEC §4.6/§4.7) and `POST $security-label`, end to end through the gateway:
 // off switch, a configured confidentiality, extra rule files, start-up stopped by a broken rule file.
 import assert from 'node:assert/strict';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -77,7 +77,10 @@ describe('extra rule files through the policy file', () => {
     assert.deepEqual(policy.labeling, { enabled: true, rules: [join(dir, 'local-psy.json')] }, 'rule paths are read relative to the policy file');
     h = await startHarness({ resources: data, policy });
   });
-  after(() => h.close());
+  after(async () => {
+    await h.close();
+    await rm(dir, { recursive: true, force: true });
+  });
   test('a local code is labelled PSY and withheld under a PSY deny; shipped rules still apply', async () => {
     const token = await h.token(drA);
     assert.equal((await h.request('Condition/ld1', { token })).status, 404);
@@ -96,6 +99,7 @@ describe('a rule file that cannot be loaded stops start-up', () => {
       await assert.rejects(startHarness({ upstream, policy: { labeling: { rules: [file] } } }), (err: Error) => err.message.includes(file));
     } finally {
       await upstream.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

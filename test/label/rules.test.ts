@@ -2,10 +2,10 @@
 // the labels their public structure gives, a broken rule file is named, and computed labels never
 // remove or lower a label a resource had (property).
 import assert from 'node:assert/strict';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import type { Coding, Resource } from '@medplum/fhirtypes';
 import { compile, evaluate } from '../../src/decide/index.ts';
@@ -100,9 +100,14 @@ describe('a rule file that cannot be loaded is named', () => {
     { name: 'a range across letters', content: JSON.stringify({ ...good, rules: [{ labels: ['SUD'], system: ICD, ranges: [['F10', 'G19']] }] }), reason: /range/ },
     { name: 'a rule with nothing to match', content: JSON.stringify({ ...good, rules: [{ labels: ['SUD'], system: ICD }] }), reason: /prefixes, ranges or codes/ },
   ];
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'dg-rules-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
   for (const row of broken) {
     test(row.name, async () => {
-      const file = join(await mkdtemp(join(tmpdir(), 'dg-rules-')), `${row.name.replace(/\W+/g, '-')}.json`);
+      const file = join(dir, `${row.name.replace(/\W+/g, '-')}.json`);
       await writeFile(file, row.content);
       assert.throws(() => loadRuleSets([file]), (err: Error) => err.message.includes(file) && row.reason.test(err.message));
     });

@@ -69,14 +69,24 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   const settings: Settings = { ...parsed, policy: policySchema.parse(opts.policy ?? {}) };
   // Links and the token audience name the gateway's own URL, so its port is chosen before it starts.
   const port = await freePort();
-  const gateway = await createGateway({
-    settings: { ...settings, AUTH_ISSUER: ISSUER },
-    embedded: { upstreamUrl: upstream.url, jwks, issuer: ISSUER },
-    logger: createLogger('silent'),
-    now: opts.now,
-    publicBaseUrl: `http://127.0.0.1:${port}`,
-  });
-  await gateway.listen(port, '127.0.0.1');
+  let started: Gateway | undefined;
+  try {
+    started = await createGateway({
+      settings: { ...settings, AUTH_ISSUER: ISSUER },
+      embedded: { upstreamUrl: upstream.url, jwks, issuer: ISSUER },
+      logger: createLogger('silent'),
+      now: opts.now,
+      publicBaseUrl: `http://127.0.0.1:${port}`,
+    });
+    await started.listen(port, '127.0.0.1');
+  } catch (err) {
+    // A gateway that does not start (a test of start-up failure) leaves no journal directory or upstream behind.
+    await started?.close();
+    if (!opts.upstream) await upstream.close();
+    await rm(auditDir, { recursive: true, force: true });
+    throw err;
+  }
+  const gateway = started;
   const holder = { base: gateway.fhirBase };
   const audience = gateway.fhirBase;
   return {
