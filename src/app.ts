@@ -106,9 +106,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const auditDir = resolve(settings.AUDIT_DIR);
   await mkdir(auditDir, { recursive: true });
   const journal = await AuditJournal.open(auditDir);
-  const audit: AuditSink = {
-    record: (record) => journal.append(buildAuditEvents(record, { gatewayDevice: 'Device/disclosure-gateway', site: publicBaseUrl, address: new URL(publicBaseUrl).host })),
-  };
+  const auditSource = { gatewayDevice: 'Device/disclosure-gateway', site: publicBaseUrl, address: new URL(publicBaseUrl).host };
+  const audit: AuditSink = { record: (record) => journal.append(buildAuditEvents(record, auditSource)) };
   let forwarder: AuditForwarder | undefined;
   if (settings.AUDIT_FORWARD) {
     forwarder = new AuditForwarder({

@@ -1,7 +1,7 @@
 // Paging cursors (SPEC §5): opaque and authenticated (JWE, dir + A256GCM), so a client can neither read
 // the upstream position — which would reveal how many entries were withheld — nor change it. Bound to the
 // token's client and subject, and short-lived.
-import { createCipheriv, createHash, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
+import { createCipheriv, createHash, createSecretKey, randomBytes, randomFillSync, type KeyObject } from 'node:crypto';
 import { jwtDecrypt } from 'jose';
 import { GatewayError } from '../fhir/outcome.ts';
 import type { RequestContext } from '../provenance/context.ts';
@@ -32,6 +32,18 @@ export type SealedHandleKind = 'export-job' | 'export-file';
 /** base64url of `{"alg":"dir","enc":"A256GCM"}`: the JWE protected header, also the AAD (RFC 7516 §5.1). */
 const protectedHeader = Buffer.from(JSON.stringify({ alg: 'dir', enc: 'A256GCM' })).toString('base64url');
 const aad = Buffer.from(protectedHeader, 'ascii');
+
+/** Random 96-bit IVs drawn from the CSPRNG 1,024 at a time: one call per IV cost ~4 µs of a ~13 µs seal. */
+const ivPool = Buffer.alloc(12 * 1024);
+let ivAt = ivPool.length;
+function freshIv(): Buffer {
+  if (ivAt === ivPool.length) {
+    randomFillSync(ivPool);
+    ivAt = 0;
+  }
+  // A view, used (copied by the cipher, encoded) before the next seal can refill the pool.
+  return ivPool.subarray(ivAt, (ivAt += 12));
+}
 
 export class CursorCodec {
   private readonly key: KeyObject;
@@ -80,7 +92,7 @@ export class CursorCodec {
   private sealClaims(body: Record<string, unknown>, ctx: RequestContext, lifetimeSeconds: number): string {
     const iat = Math.floor(Date.now() / 1000);
     const claims = JSON.stringify({ ...body, cid: ctx.clientId, sub: ctx.subject ?? '', iat, exp: iat + lifetimeSeconds });
-    const iv = randomBytes(12);
+    const iv = freshIv();
     const cipher = createCipheriv('aes-256-gcm', this.key, iv).setAAD(aad);
     const ciphertext = Buffer.concat([cipher.update(claims, 'utf8'), cipher.final()]);
     return `${protectedHeader}..${iv.toString('base64url')}.${ciphertext.toString('base64url')}.${cipher.getAuthTag().toString('base64url')}`;
