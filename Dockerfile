@@ -30,5 +30,5 @@ RUN mkdir -p /var/lib/disclosure-gateway/audit && chown -R node:node /var/lib/di
 USER node
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
-ENTRYPOINT ["node", "--max-old-space-size=160", "--max-semi-space-size=32", "--v8-pool-size=1", "bin/disclosure-gateway.js"]
+ENTRYPOINT ["node", "--max-old-space-size=160", "--max-semi-space-size=32", "--v8-pool-size=1", "--heap-growing-percent=150", "bin/disclosure-gateway.js"]
 CMD ["serve"]

@@ -26,7 +26,7 @@ async function serve(settings: Settings): Promise<void> {
   const { server } = await gateway.listen(settings.PORT, settings.HOST);
   logger.info({ fhirBase: gateway.fhirBase, upstream: settings.UPSTREAM_URL ? 'configured' : 'embedded' }, 'gateway listening');
   const missing = missingNodeFlags();
-  if (missing.length > 0) logger.warn({ missing }, 'started without Node flags `npm start` and the image use: without the heap flags peak memory at 1,000-entry pages is ~400 MB instead of <300 MB; without --v8-pool-size=1 the latency tail is longer');
+  if (missing.length > 0) logger.warn({ missing }, 'started without Node flags `npm start` and the image use: without the heap flags peak memory at 1,000-entry pages is ~400 MB instead of <300 MB; without --v8-pool-size=1 the latency tail is longer; without --heap-growing-percent V8 marks most of the time');
   if (embedded) {
     const lines = [`Disclosure Gateway (embedded demo) — FHIR base ${gateway.fhirBase}`, '', 'Demo personas (tokens from the DEV issuer — demo only):'];
     for (const name of personaNames) {

@@ -20,6 +20,6 @@ test('npm start, the Dockerfile and the benches start the gateway with GATEWAY_N
 test('a start without the heap flags is named (serve warns); flags given another value, or in NODE_OPTIONS, count as set', () => {
   assert.deepEqual(missingNodeFlags([], ''), [...GATEWAY_NODE_FLAGS]);
   assert.deepEqual(missingNodeFlags([...GATEWAY_NODE_FLAGS], ''), []);
-  assert.deepEqual(missingNodeFlags(['--max-old-space-size=1024', '--v8-pool-size=2'], '--max_semi_space_size=64'), []);
-  assert.deepEqual(missingNodeFlags(['--max-old-space-size=1024'], '--v8-pool-size=1'), ['--max-semi-space-size=32']);
+  assert.deepEqual(missingNodeFlags(['--max-old-space-size=1024', '--v8-pool-size=2', '--heap-growing-percent=100'], '--max_semi_space_size=64'), []);
+  assert.deepEqual(missingNodeFlags(['--max-old-space-size=1024'], '--v8-pool-size=1'), ['--max-semi-space-size=32', '--heap-growing-percent=150']);
 });
