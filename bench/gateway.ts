@@ -36,6 +36,8 @@ interface Cell {
   readonly redacted: number;
   /** The server process's CPU ms per request during the measured run (all its threads); robust on a busy machine. */
   readonly cpuMsPerRequest?: number;
+  /** Of it, V8's background threads (mostly concurrent marking: issue 15, fifth session). */
+  readonly v8HelperMsPerRequest?: number;
   /** Gateway cells: audit journal bytes and events per request during the measured run (issue 15). */
   readonly audit?: { readonly bytes: number; readonly events: number };
 }
@@ -101,18 +103,20 @@ async function measure(world: BenchWorld, kind: Kind, size: number, opts: Gatewa
     const before = await world.canned.stats();
     const auditBefore = child ? (await child.stats()).audit : undefined;
     const cpuBefore = child?.cpuMs();
+    const helperBefore = child?.v8HelperCpuMs();
     const result = paced
       ? await wrk(url, { connections: opts.connections, seconds: opts.pacedSeconds, headers, paceMs: opts.paceMs })
       : await wrk(url, { connections: opts.connections, seconds: opts.seconds, headers });
     const after = await world.canned.stats();
     const auditAfter = child ? (await child.stats()).audit : undefined;
     const cpuMsPerRequest = child && cpuBefore !== undefined ? (child.cpuMs() - cpuBefore) / result.requests : undefined;
+    const v8HelperMsPerRequest = child && helperBefore !== undefined ? (child.v8HelperCpuMs() - helperBefore) / result.requests : undefined;
     const rssMb = (child ?? world.canned).peakRssMb();
     const policyReads = Object.entries(after.byShape)
       .filter(([shape]) => policyShape.test(shape) && !shape.includes('_lastUpdated'))
       .reduce((sum, [shape, n]) => sum + n - (before.byShape[shape] ?? 0), 0);
     const audit = auditPerRequest(auditBefore, auditAfter);
-    return { kind, size, result, rssMb, upstreamPerRequest: (after.requests - before.requests) / result.requests, policyReads, ...shape, ...(audit ? { audit } : {}), ...(cpuMsPerRequest !== undefined ? { cpuMsPerRequest } : {}) };
+    return { kind, size, result, rssMb, upstreamPerRequest: (after.requests - before.requests) / result.requests, policyReads, ...shape, ...(audit ? { audit } : {}), ...(cpuMsPerRequest !== undefined ? { cpuMsPerRequest } : {}), ...(v8HelperMsPerRequest !== undefined ? { v8HelperMsPerRequest } : {}) };
   } finally {
     await child?.stop();
   }
@@ -223,13 +227,14 @@ export function printGatewayTable(cells: readonly Cell[]): string {
       c.audit ? `${fmt.n(c.audit.bytes / 1024, 1)} (${fmt.n(c.audit.events, 1)} ev.)` : '',
       floor ? `${fmt.n(c.result.rps / floor.result.rps, 2)}×` : '',
       c.cpuMsPerRequest !== undefined ? fmt.n(c.cpuMsPerRequest, 2) : '',
+      c.v8HelperMsPerRequest !== undefined ? fmt.n(c.v8HelperMsPerRequest, 2) : '',
       floor?.cpuMsPerRequest && c.cpuMsPerRequest ? `${fmt.n(floor.cpuMsPerRequest / c.cpuMsPerRequest, 2)}×` : '',
       gateway || c.kind !== 'direct' ? fmt.n(c.upstreamPerRequest, 2) : '',
       gateway ? String(c.policyReads) : '',
       String(c.result.errors),
     ];
   });
-  return table(['server', 'page', 'entries', 'req/s', 'p50 ms', 'p99 ms', 'p99 added', 'peak RSS MB', 'audit KB/req', 'vs floor', 'CPU ms/req', 'CPU vs floor', 'upstream req/req', 'policy reads', 'errors'], rows);
+  return table(['server', 'page', 'entries', 'req/s', 'p50 ms', 'p99 ms', 'p99 added', 'peak RSS MB', 'audit KB/req', 'vs floor', 'CPU ms/req', 'of it V8 helper', 'CPU vs floor', 'upstream req/req', 'policy reads', 'errors'], rows);
 }
 
 const shortLabel: Partial<Record<Kind, string>> = { permitted: '(a)', withholding: '(b)', 'break-glass': '(c)' };

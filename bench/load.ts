@@ -1,6 +1,6 @@
 // Load generation with wrk (scripts/install-wrk.sh) and the child-process servers of bench/serve.ts.
 import { execFile, fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -87,12 +87,20 @@ export interface Child {
   peakRssMb(): number;
   /** CPU time the process has used so far (user + system, all its threads), in ms. */
   cpuMs(): number;
+  /** Of it, V8's background threads (`node-V8Worker`: concurrent marking, parallel scavenge, sweeping), in ms. */
+  v8HelperCpuMs(): number;
   stats(): Promise<ServeStats>;
   stop(): Promise<void>;
 }
 
 /** USER_HZ: 100 on Linux for every architecture Node runs on. */
 const CLOCK_TICKS = 100;
+
+/** utime + stime of a /proc `stat` file (fields 14 and 15, in clock ticks, after the parenthesised name), in ms. */
+function statCpuMs(path: string): number {
+  const fields = readFileSync(path, 'utf8').split(') ')[1].split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+}
 
 const serveScript = fileURLToPath(new URL('./serve.ts', import.meta.url));
 
@@ -124,9 +132,14 @@ export async function startChild(req: ServeRequest, opts: { profileDir?: string 
       return kb / 1024;
     },
     cpuMs() {
-      // /proc/<pid>/stat: fields 14 and 15 (utime, stime) in clock ticks, after the parenthesised name.
-      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-      return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+      return statCpuMs(`/proc/${pid}/stat`);
+    },
+    v8HelperCpuMs() {
+      let ms = 0;
+      for (const tid of readdirSync(`/proc/${pid}/task`)) {
+        if (readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() === 'node-V8Worker') ms += statCpuMs(`/proc/${pid}/task/${tid}/stat`);
+      }
+      return ms;
     },
     stats() {
       return new Promise((ok) => {
