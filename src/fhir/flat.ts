@@ -8,7 +8,7 @@ export function flat(strings: TemplateStringsArray, ...values: readonly unknown[
   // allocated three times the URL's own bytes, once per entry of every page.
   switch (values.length) {
     case 0:
-      return [strings[0]].join('');
+      return strings[0]; // a literal: flat already
     case 1:
       return [strings[0], String(values[0]), strings[1]].join('');
     case 2:
