@@ -48,16 +48,14 @@ export async function run(args: readonly string[] = []): Promise<void> {
   const consents = countOption(args, 'consents', 0);
   if (entries === 0) throw new UsageError('--entries=0: a page needs at least one entry');
   const page = pageCase(scalingTemplates(), { entries, consents, patients: 1 });
-  const gateway = async (): Promise<void> => void JSON.stringify(await page.respond());
-  const floor = (): void => void JSON.stringify(JSON.parse(page.text));
-  const gatewayBytes = await allocatedPerCall(gateway, 300);
-  const floorBytes = await allocatedPerCall(floor, 300);
+  const gatewayBytes = await allocatedPerCall(() => page.gateway(), 300);
+  const floorBytes = await allocatedPerCall(() => page.floor(), 300);
 
   const pages = 300;
   const session = new Session();
   session.connect();
   await session.post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
-  for (let i = 0; i < pages; i++) await gateway();
+  for (let i = 0; i < pages; i++) await page.gateway();
   const { profile } = (await session.post('HeapProfiler.stopSampling')) as unknown as { profile: { head: ProfileNode } };
   session.disconnect();
 
