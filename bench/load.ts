@@ -3,10 +3,10 @@ import { execFile, fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { GATEWAY_NODE_FLAGS } from '../src/ops/runtime.ts';
 import type { ServeRequest, ServeStats } from './serve.ts';
+import { compiledServeScript } from './build.ts';
 
 const run = promisify(execFile);
 
@@ -102,9 +102,8 @@ function statCpuMs(path: string): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
 }
 
-const serveScript = fileURLToPath(new URL('./serve.ts', import.meta.url));
 
-/** Forks bench/serve.ts and starts one server in it; `profileDir` adds `--cpu-prof` there. */
+/** Forks bench/serve.ts, compiled as the image runs the gateway (bench/build.ts), and starts one server in it; `profileDir` adds `--cpu-prof` there. */
 export async function startChild(req: ServeRequest, opts: { profileDir?: string } = {}): Promise<Child> {
   const execArgv: string[] = [];
   if (opts.profileDir) execArgv.push('--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`);
@@ -112,7 +111,7 @@ export async function startChild(req: ServeRequest, opts: { profileDir?: string 
   if (req.role === 'gateway') execArgv.push(...GATEWAY_NODE_FLAGS);
   // A Node flag to try on the gateway without editing src/ops/runtime.ts (later flags win): BENCH_GATEWAY_NODE_FLAGS='--v8-pool-size=4'.
   if (req.role === 'gateway' && process.env.BENCH_GATEWAY_NODE_FLAGS) execArgv.push(...process.env.BENCH_GATEWAY_NODE_FLAGS.trim().split(/\s+/));
-  const child: ChildProcess = fork(serveScript, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child: ChildProcess = fork(compiledServeScript(), [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const url = await new Promise<string>((ok, fail) => {
     const onMessage = (msg: { url?: string; error?: string }): void => {
       if (msg.url) ok(msg.url);
