@@ -23,8 +23,8 @@ function newest(dir: string): number {
   return latest;
 }
 
-/** bench/serve.js compiled with the sources it imports, rebuilt when a source is newer than the last build. */
-export function compiledServeScript(): string {
+/** A bench script (`serve`, `export`) compiled with the sources it imports, rebuilt when a source is newer than the last build. */
+export function compiledBenchScript(name: 'serve' | 'export'): string {
   const sourcesChanged = Math.max(newest(join(root, 'src')), newest(join(root, 'bench')), statSync(join(root, 'tsconfig.json')).mtimeMs);
   if (!existsSync(stamp) || statSync(stamp).mtimeMs < sourcesChanged) {
     rmSync(outDir, { recursive: true, force: true });
@@ -34,5 +34,5 @@ export function compiledServeScript(): string {
     symlinkSync(join(root, 'fixtures'), join(outDir, 'fixtures')); // the embedded upstream's Synthea bundles
     writeFileSync(stamp, new Date().toISOString());
   }
-  return join(outDir, 'bench', 'serve.js');
+  return join(outDir, 'bench', `${name}.js`);
 }

@@ -10,7 +10,6 @@ import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { JSONWebKeySet } from 'jose';
 import type { Bundle, Observation, Resource } from '@medplum/fhirtypes';
 import { createGateway } from '../src/app.ts';
@@ -22,6 +21,7 @@ import { GATEWAY_NODE_FLAGS } from '../src/ops/runtime.ts';
 import { syntheticObservation, withholdingConsents } from './data.ts';
 import { createIssuer, fmt, ISSUER, machine, table } from './setup.ts';
 import { UsageError } from './usage.ts';
+import { compiledBenchScript } from './build.ts';
 
 const PATIENTS = 1_000;
 /** Downloads per proxy and size (the gateway's first is the cold one). */
@@ -147,7 +147,8 @@ interface Child {
 }
 
 async function startChild(role: 'gateway' | 'plain', upstreamUrl: string, jwks: JSONWebKeySet): Promise<Child> {
-  const child: ChildProcess = fork(fileURLToPath(import.meta.url), [], {
+  // Compiled, as the image runs the gateway (bench/build.ts): a process started from .ts also holds Node's type stripper.
+  const child: ChildProcess = fork(compiledBenchScript('export'), [], {
     // DG_BENCH_CPU_PROFILE=<dir> writes each child's CPU profile there (see `npm run bench -- profile`).
     // The gateway runs with the heap flags `npm start` uses (src/ops/runtime.ts); the plain proxy as plain Node.
     execArgv: [...(role === 'gateway' ? GATEWAY_NODE_FLAGS : []), ...(process.env.DG_BENCH_CPU_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.DG_BENCH_CPU_PROFILE}`] : [])],

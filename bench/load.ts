@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { GATEWAY_NODE_FLAGS } from '../src/ops/runtime.ts';
 import type { ServeRequest, ServeStats } from './serve.ts';
-import { compiledServeScript } from './build.ts';
+import { compiledBenchScript } from './build.ts';
 
 const run = promisify(execFile);
 
@@ -111,7 +111,7 @@ export async function startChild(req: ServeRequest, opts: { profileDir?: string 
   if (req.role === 'gateway') execArgv.push(...GATEWAY_NODE_FLAGS);
   // A Node flag to try on the gateway without editing src/ops/runtime.ts (later flags win): BENCH_GATEWAY_NODE_FLAGS='--v8-pool-size=4'.
   if (req.role === 'gateway' && process.env.BENCH_GATEWAY_NODE_FLAGS) execArgv.push(...process.env.BENCH_GATEWAY_NODE_FLAGS.trim().split(/\s+/));
-  const child: ChildProcess = fork(compiledServeScript(), [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child: ChildProcess = fork(compiledBenchScript('serve'), [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const url = await new Promise<string>((ok, fail) => {
     const onMessage = (msg: { url?: string; error?: string }): void => {
       if (msg.url) ok(msg.url);
