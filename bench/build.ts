@@ -25,7 +25,8 @@ function newest(dir: string): number {
 
 /** A bench script (`serve`, `export`) compiled with the sources it imports, rebuilt when a source is newer than the last build. */
 export function compiledBenchScript(name: 'serve' | 'export'): string {
-  const sourcesChanged = Math.max(newest(join(root, 'src')), newest(join(root, 'bench')), statSync(join(root, 'tsconfig.json')).mtimeMs);
+  // test/ too: a bench module imports test/embedded, which tsc then compiles with it.
+  const sourcesChanged = Math.max(...['src', 'bench', 'test'].map((dir) => newest(join(root, dir))), ...['tsconfig.json', 'tsconfig.bench-build.json'].map((f) => statSync(join(root, f)).mtimeMs));
   if (!existsSync(stamp) || statSync(stamp).mtimeMs < sourcesChanged) {
     rmSync(outDir, { recursive: true, force: true });
     const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');

@@ -102,7 +102,6 @@ function statCpuMs(path: string): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
 }
 
-
 /** Forks bench/serve.ts, compiled as the image runs the gateway (bench/build.ts), and starts one server in it; `profileDir` adds `--cpu-prof` there. */
 export async function startChild(req: ServeRequest, opts: { profileDir?: string } = {}): Promise<Child> {
   const execArgv: string[] = [];
